@@ -1,0 +1,60 @@
+"""Shared fixtures: the real footage in ../shared, synthetic data, planted-feature caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VIDEOS = SHARED / "data" / "videos"
+ANNOTATIONS = SHARED / "data" / "annotations"
+TINY = "vadpipe-tiny"
+TINY_KEY = "vadpipe-tiny:random"
+
+
+def require_shared(*parts: str) -> Path:
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (the ../shared checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    from vadpipe.featurize.encoders import load_clip
+
+    return load_clip(TINY)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """The demo's synthetic footpath scene, small: 3 train + 5 test clips of 60 frames."""
+    from vadpipe.synth import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_demo_dataset(root, num_train=3, num_frames=60)
+
+
+def planted_cache(path: Path, manifest_rows: list[dict], dim: int = 64, seed: int = 0, key: str = TINY_KEY):
+    """Write a cache of hand-built embeddings: rows give video_id and an ``emb`` array.
+
+    The encoder recipe is vadpipe-tiny's, so heads that need the text tower can load it.
+    """
+    from vadpipe.cache import FeatureCache
+    from vadpipe.featurize.encoders import load_clip
+
+    enc = load_clip(TINY)
+    cache = FeatureCache(path, mode="a")
+    cache.ensure_encoder(key, {**enc.recipe(), "sampling": {"mode": "planted"}})
+    for row in manifest_rows:
+        emb = np.asarray(row["emb"], dtype=np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        T = len(emb)
+        cache.write_video(
+            key, row["video_id"], np.arange(T), np.arange(T) / 25.0, emb.astype(np.float16),
+            {"num_frames": T, "fps": 25.0},
+        )
+    return FeatureCache(path)

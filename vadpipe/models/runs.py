@@ -1,0 +1,63 @@
+"""Library functions behind ``vadpipe train`` and ``vadpipe score``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vadpipe.cache import FeatureCache
+from vadpipe.data_manifests.schema import Manifest
+from vadpipe.errors import VadpipeError
+from vadpipe.models.base import Head, get_head, load_head
+from vadpipe.scores import write_scores
+
+
+def train_head(
+    head: str,
+    cache_path: str | Path,
+    manifest: Manifest,
+    out_dir: str | Path,
+    encoder: str | None = None,
+    params: dict | None = None,
+) -> Head:
+    """Fit head ``head`` on ``manifest``'s training videos and save it to ``out_dir``."""
+    model = get_head(head, encoder=encoder, **(params or {}))
+    model.fit(FeatureCache(cache_path), manifest)
+    model.save(out_dir)
+    return model
+
+
+def score_run(
+    run_dir: str | Path,
+    cache_path: str | Path,
+    manifest: Manifest,
+    out: str | Path,
+    split: str | None = "test",
+    skip_missing: bool = False,
+) -> tuple[Path, list[str]]:
+    """Score the ``split`` videos with the head saved in ``run_dir``; write a scores store.
+
+    Returns the store path and the video ids skipped (only with ``skip_missing``: videos
+    that are not done in the cache, e.g. failed to decode).
+    """
+    model = load_head(run_dir)
+    cache = FeatureCache(cache_path)
+    ids = manifest.ids(split if split != "all" else None)
+    if not ids:
+        raise VadpipeError(f"{manifest.source}: no videos in split {split!r}")
+    skipped: list[str] = []
+    if skip_missing and model.encoder in cache.encoders():
+        done = set(cache.video_ids(model.encoder))
+        skipped = [v for v in ids if v not in done]
+        ids = [v for v in ids if v in done]
+    scores = model.score_videos(cache, ids)
+    meta = {
+        "head": json.loads((Path(run_dir) / "config.json").read_text()),
+        "encoder": model.encoder,
+        "cache": str(Path(cache_path).resolve()),
+        "run_dir": str(Path(run_dir).resolve()),
+        "manifest": manifest.source,
+        "split": split,
+        "skipped": skipped,
+    }
+    return write_scores(out, scores, meta), skipped
