@@ -10,6 +10,8 @@ No torch here: evaluate reads a scores store and a manifest only.
   ``linear`` -- linear interpolation between samples, constant outside.
 * Smoothing: optional 1-D Gaussian (``scipy.ndimage.gaussian_filter1d``, ``sigma`` in
   frames, ``mode="nearest"``), applied per video after expansion.
+* Both act along time only, so per-class probabilities ``[T, C]`` are expanded and smoothed
+  column by column exactly like the anomaly score.
 * Metrics: micro ROC AUC over all test frames pooled (the standard), macro AUC = mean of
   per-video AUCs over videos that contain both classes, and average precision over all
   frames (the XD-Violence standard); all computed by scikit-learn.
@@ -28,7 +30,7 @@ EXPANSIONS = ("repeat", "nearest", "linear")
 
 
 def expand(frame_index: np.ndarray, score: np.ndarray, num_frames: int, mode: str = "repeat") -> np.ndarray:
-    """Scores of sampled frames -> ``float64[num_frames]``."""
+    """Scores of sampled frames ``[T]`` (or ``[T, C]``) -> ``float64[num_frames]`` (``[num_frames, C]``)."""
     frame_index = np.asarray(frame_index, dtype=np.int64)
     score = np.asarray(score, dtype=np.float64)
     if mode not in EXPANSIONS:
@@ -45,7 +47,9 @@ def expand(frame_index: np.ndarray, score: np.ndarray, num_frames: int, mode: st
         )
     frames = np.arange(num_frames)
     if mode == "linear":
-        return np.interp(frames, frame_index, score)
+        if score.ndim == 1:
+            return np.interp(frames, frame_index, score)
+        return np.stack([np.interp(frames, frame_index, col) for col in score.T], axis=1)  # (N C)
     after = np.searchsorted(frame_index, frames, side="right")  # samples at or before = after
     prev = np.clip(after - 1, 0, len(frame_index) - 1)
     if mode == "repeat":
@@ -56,11 +60,12 @@ def expand(frame_index: np.ndarray, score: np.ndarray, num_frames: int, mode: st
 
 
 def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along time (axis 0) with ``sigma`` frames; ``sigma=0`` returns ``x``."""
     if not sigma:
         return x
     from scipy.ndimage import gaussian_filter1d
 
-    return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma=sigma, mode="nearest")
+    return gaussian_filter1d(np.asarray(x, dtype=np.float64), sigma=sigma, axis=0, mode="nearest")
 
 
 @dataclass
@@ -68,8 +73,9 @@ class VideoResult:
     video_id: str
     labels: np.ndarray  # uint8[N]
     scores: np.ndarray  # float64[N]
-    classes: np.ndarray | None = None  # object[N]: GT class per frame
-    class_probs: np.ndarray | None = None  # float64[N, C], expanded
+    label: str | None = None  # the video's manifest label (``normal`` or a class)
+    class_targets: np.ndarray | None = None  # bool[N, C]: frame n shows class c (multi-hot)
+    class_probs: np.ndarray | None = None  # float64[N, C], expanded and smoothed
 
 
 @dataclass

@@ -1,8 +1,7 @@
-"""``vadpipe evaluate``: a scores store + a manifest -> report.json (and a printed table)."""
+"""``vadpipe evaluate``: a scores store + a manifest -> report.json, report.md and PNGs."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,9 @@ import numpy as np
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.errors import VadpipeError
 from vadpipe.evaluate.metrics import VideoResult, expand, frame_metrics, smooth
+from vadpipe.evaluate.protocol import headline_of, variant_of
+from vadpipe.evaluate.recognition import frame_class_targets, match_classes, recognition_metrics
+from vadpipe.evaluate.report import INTERVAL_CONVENTION, format_table, write_report
 from vadpipe.scores import ScoresStore
 
 
@@ -19,13 +21,17 @@ class EvalConfig:
     expansion: str = "repeat"
     sigma: float = 0.0  # Gaussian smoothing in frames; 0 = none
     split: str = "test"
+    plots: bool = True  # write roc.png, pr.png and timelines/ with the report
+    max_timelines: int = 50  # timeline PNGs for at most this many videos (manifest order)
 
 
 def collect_results(store: ScoresStore, manifest: Manifest, config: EvalConfig) -> list[VideoResult]:
     """Expanded per-frame scores and labels of every evaluated video, in manifest order.
 
     Every test video of the manifest must have scores and frame-level ground truth whose
-    length matches the decoded video; a mismatch is an error naming the videos.
+    length matches the decoded video; a mismatch is an error naming the videos. When the
+    scores carry class probabilities, each result also gets the expanded probabilities of
+    the manifest's anomaly classes and the per-frame multi-hot class ground truth.
     """
     entries = manifest.select(split=config.split)
     if not entries:
@@ -43,65 +49,97 @@ def collect_results(store: ScoresStore, manifest: Manifest, config: EvalConfig) 
             f"{store.path}: no scores for {len(missing)} of {len(entries)} {config.split} videos: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
         )
-    results = []
+    classes = manifest.anomaly_classes
+    columns = match_classes(classes, store.class_names, str(store.path)) if store.class_names and classes else None
+    results, no_probs = [], []
     for e in entries:
         s = store.read(e.video_id)
         labels = e.frame_labels(s.num_frames)
-        scores = smooth(expand(s.frame_index, s.score, s.num_frames, config.expansion), config.sigma)
-        results.append(VideoResult(e.video_id, labels, scores))
+        r = VideoResult(e.video_id, labels, _expanded(s.frame_index, s.score, s.num_frames, config), label=e.label)
+        if columns is not None:
+            if s.class_probs is None or s.class_probs.shape[1] != len(store.class_names):
+                no_probs.append(e.video_id)
+                continue
+            r.class_probs = _expanded(s.frame_index, s.class_probs[:, columns], s.num_frames, config)  # (N C)
+            r.class_targets = frame_class_targets(e, s.num_frames, classes)  # (N C)
+        results.append(r)
+    if no_probs:
+        raise VadpipeError(
+            f"{store.path}: the store names {len(store.class_names)} classes but {len(no_probs)} video(s) "
+            f"lack class probabilities of that width: {', '.join(no_probs[:5])}"
+        )
     return results
+
+
+def _expanded(frame_index: np.ndarray, values: np.ndarray, num_frames: int, config: EvalConfig) -> np.ndarray:
+    return smooth(expand(frame_index, values, num_frames, config.expansion), config.sigma)
 
 
 def evaluate(scores_path: str | Path, manifest: Manifest, out_dir: str | Path | None = None,
              config: EvalConfig = EvalConfig()) -> dict:
-    """Compute the metrics; write ``out_dir/report.json`` when ``out_dir`` is given."""
+    """Compute the metrics; with ``out_dir``, write report.json, report.md and the PNGs there.
+
+    The report's ``protocol.headline`` is the manifest's ``meta["protocol"]`` (set by the
+    benchmark builders) or micro AUC for a manifest without one.
+    """
     store = ScoresStore(scores_path)
+    where = manifest.source or "manifest"
+    headline, headline_source = headline_of(manifest.meta, where)
     results = collect_results(store, manifest, config)
     metrics = frame_metrics(results)
+    recognition = None
+    if results[0].class_targets is not None:
+        probs = np.concatenate([r.class_probs for r in results])
+        if not np.isfinite(probs).all():
+            bad = [r.video_id for r in results if not np.isfinite(r.class_probs).all()]
+            raise VadpipeError(f"{store.path}: non-finite class probabilities in video(s): {', '.join(bad[:5])}")
+        recognition = recognition_metrics(
+            np.concatenate([r.class_targets for r in results]), probs, manifest.anomaly_classes
+        ).as_dict()
+    values = {
+        "micro_auc": metrics.micro_auc,
+        "macro_auc": metrics.macro_auc,
+        "ap": metrics.ap,
+        "mauc": recognition["mauc"] if recognition else None,
+        "map": recognition["map"] if recognition else None,
+    }
     head = store.meta.get("head", {})
     report = {
-        **{k: v for k, v in metrics.as_dict().items() if k != "per_video_auc"},
+        **values,
+        "num_videos": metrics.num_videos,
+        "num_frames": metrics.num_frames,
+        "num_anomalous_frames": metrics.num_anomalous_frames,
+        "headline": {m: values[m] for m in headline},
         "protocol": {
+            "headline": headline,
+            "headline_source": headline_source,
+            "variant": variant_of(manifest.meta),
             "expansion": config.expansion,
             "smoothing_sigma": config.sigma,
             "split": config.split,
-            "interval_convention": "0-based, end exclusive",
+            "interval_convention": INTERVAL_CONVENTION,
             "manifest_meta": manifest.meta,
         },
+        "recognition": recognition,
         "per_video_auc": metrics.per_video_auc,
+        "videos": [
+            {
+                "video_id": r.video_id,
+                "label": r.label,
+                "num_frames": int(r.labels.size),
+                "num_anomalous_frames": int(r.labels.sum()),
+                "auc": metrics.per_video_auc.get(r.video_id),
+            }
+            for r in results
+        ],
         "head": head.get("head"),
         "encoder": store.meta.get("encoder"),
         "scores": str(Path(scores_path).resolve()),
         "manifest": manifest.source,
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+        write_report(out_dir, report, results, manifest, plots=config.plots, max_timelines=config.max_timelines)
     return report
 
 
-def format_table(report: dict) -> str:
-    """A short Markdown table of the headline metrics."""
-    def f(x):
-        return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
-
-    rows = [
-        "| head | encoder | micro AUC | macro AUC | AP | videos | frames |",
-        "|---|---|---|---|---|---|---|",
-        f"| {report.get('head')} | {report.get('encoder')} | {f(report['micro_auc'])} | "
-        f"{f(report['macro_auc'])} | {f(report['ap'])} | {report['num_videos']} | {report['num_frames']} |",
-    ]
-    return "\n".join(rows)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and np.isnan(x):
-        return None
-    if isinstance(x, np.generic):
-        return _jsonable(x.item())
-    return x
+__all__ = ["EvalConfig", "collect_results", "evaluate", "format_table"]

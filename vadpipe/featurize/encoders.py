@@ -131,15 +131,20 @@ class Preprocessing:
     def resize_crop(self, rgb: np.ndarray):
         """``uint8[H, W, 3]`` -> ``uint8 tensor (3, size, size)``."""
         import torch
+
+        return self.resize_crop_batch(torch.from_numpy(np.array(rgb, order="C"))[None])[0]  # a writable copy
+
+    def resize_crop_batch(self, frames):
+        """``uint8 tensor (B, H, W, 3)`` (frames of one size) -> ``uint8 (B, 3, size, size)``."""
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as TF
 
-        img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)  # (3 H W)
+        img = frames.permute(0, 3, 1, 2)  # (B 3 H W)
         mode = InterpolationMode(self.interpolation)
         h, w = img.shape[-2:]
         s = self.size
         if self.resize_mode == "squash":
-            return TF.resize(img, [s, s], interpolation=mode, antialias=True)
+            return TF.resize(img, [s, s], interpolation=mode, antialias=True).contiguous()
         if self.resize_mode != "shortest":
             raise VadpipeError(f"resize mode {self.resize_mode!r} is not supported (shortest, squash)")
         # torchvision/PIL rule: the short side becomes s, the long side int(s * long / short)
@@ -148,10 +153,10 @@ class Preprocessing:
         else:
             new_h, new_w = int(s * h / w), s
         if (new_h, new_w) != (h, w):
-            img = TF.resize(img, [new_h, new_w], interpolation=mode, antialias=True)
+            img = TF.resize(img.contiguous(), [new_h, new_w], interpolation=mode, antialias=True)
         top = int(round((new_h - s) / 2.0))
         left = int(round((new_w - s) / 2.0))
-        return img[:, top : top + s, left : left + s]
+        return img[:, :, top : top + s, left : left + s].contiguous()
 
     def normalize(self, batch, dtype, device):
         """``uint8 (B, 3, s, s)`` -> normalised float tensor on ``device``."""
@@ -323,3 +328,21 @@ def spec_from_recipe(recipe: dict) -> EncoderSpec:
     if sha != recipe.get("checkpoint_sha256"):
         raise VadpipeError(f"checkpoint {path} changed since the cache was built (sha256 differs)")
     return EncoderSpec(model, tag, path, sha)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: fp16 on CUDA; bf16 on a CPU with native bf16 (AVX512-BF16 / AMX), where it
+    runs ~4x faster than fp32; fp32 otherwise."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    return "bf16" if _cpu_has_bf16() else "fp32"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,11 +1,17 @@
 """Stage 1: decode, sample, encode, write -- once per (encoder, video).
 
-``featurize(manifest, cache, config)`` walks the manifest's videos (one shard of them),
-skips those already done under the encoder key, and for each other video decodes frames
-sequentially in a background thread (PyAV and the resize release the GIL, so decoding
-overlaps the model), keeps the sampled frames, encodes them in batches and writes the
-video's group. A video that cannot be read is recorded as failed (in its cache group and
-in a JSONL failures log) with a one-line reason, and the run goes on.
+``featurize(manifest, cache, config)`` walks the manifest's videos (one shard of them) and
+skips those already done under the encoder key. The others are decoded, sampled, resized
+and cropped in worker processes (:mod:`vadpipe.featurize.decode`), overlapped with the
+encoder in this process, which normalises batches on the model's device, encodes them
+and writes each video's group when its last frame is in. Memory stays flat in video
+length: frames stream through, only the (small) embeddings of a video are held.
+
+A video that cannot be read is recorded as failed (in its cache group and in a JSONL
+failures log) with a one-line reason, and the run goes on. Output is deterministic: a
+video's frames are always encoded in the same batches, and nothing run-dependent (times,
+hosts) is written into the cache, so an interrupted and resumed run gives the same bytes
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -22,27 +28,10 @@ from typing import Iterator
 import numpy as np
 
 from vadpipe import __version__
-from vadpipe.cache import FeatureCache
+from vadpipe.cache import FeatureCache, fault_point, shard_cache_path
 from vadpipe.data_manifests.schema import Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.featurize.readers import DecodeError, open_source
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Which decoded frames are encoded. v1: every ``stride``-th frame, starting at 0."""
-
-    stride: int = 1
-
-    def __post_init__(self):
-        if self.stride < 1:
-            raise VadpipeError(f"stride must be >= 1, got {self.stride}")
-
-    def keep(self, index: int) -> bool:
-        return index % self.stride == 0
-
-    def as_dict(self) -> dict:
-        return {"mode": "stride", "stride": self.stride, "start": 0}
+from vadpipe.featurize.sampling import Sampling, pool_snippets
 
 
 @dataclass(frozen=True)
@@ -55,6 +44,7 @@ class FeaturizeConfig:
     shard: int = 0
     num_shards: int = 1
     allow_partial: bool = False  # keep videos whose decode came up short or hit corrupt packets
+    workers: int | None = None  # decode processes; None = one per spare core; 0 = a thread
     failures_log: str | None = None  # default: <cache>.failures.jsonl
 
 
@@ -66,6 +56,7 @@ class FeaturizeSummary:
     failed: list[dict] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    infer_seconds: float = 0.0
     failures_log: str | None = None
 
     @property
@@ -76,7 +67,7 @@ class FeaturizeSummary:
         return (
             f"{len(self.done)} done, {len(self.skipped)} skipped (already done), "
             f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
-            f"({self.frames_per_second:.1f} frames/s)"
+            f"({self.frames_per_second:.1f} frames/s; encoder busy {self.infer_seconds:.1f} s)"
         )
 
 
@@ -99,136 +90,199 @@ def featurize(
     progress: bool = False,
     video_ids: list[str] | None = None,
 ) -> FeaturizeSummary:
-    from vadpipe.featurize.encoders import load_clip, resolve_device
+    """Featurize one shard of ``manifest`` into ``cache_path``; returns a summary.
+
+    With an HDF5 cache and several shards, shard i writes its own file
+    (:func:`vadpipe.cache.shard_cache_path`); ``vadpipe cache merge`` joins them.
+    """
+    from vadpipe.featurize.encoders import load_clip, resolve_device, resolve_precision
 
     device = resolve_device(config.device)
-    precision = config.precision
-    if precision == "auto":
-        precision = "fp16" if device.startswith("cuda") else "fp32"
+    precision = resolve_precision(config.precision, device)
     encoder = load_clip(config.encoder, device=device, precision=precision)
     recipe = {
         **encoder.recipe(),
+        "precision": precision,
         "sampling": config.sampling.as_dict(),
         "vadpipe_version": __version__,
     }
+    cache_path = shard_cache_path(cache_path, config.shard, config.num_shards)
     cache = FeatureCache(cache_path, mode="a")
-    cache.ensure_encoder(encoder.key, recipe)
-    entries = shard_entries(list(manifest), config.shard, config.num_shards)
-    if video_ids is not None:
-        wanted = set(video_ids)
-        entries = [e for e in entries if e.video_id in wanted]
-    log_path = Path(config.failures_log) if config.failures_log else failures_log_path(cache_path)
-    summary = FeaturizeSummary(encoder_key=encoder.key, failures_log=str(log_path))
-    start = time.perf_counter()
-    todo = []
-    for e in entries:
-        (summary.skipped if cache.is_done(encoder.key, e.video_id) else todo).append(e)
-    bar = _Progress(len(todo), enabled=progress)
     try:
-        for entry in todo:
-            bar.video(entry.video_id)
-            outcome = _featurize_one(entry, encoder, cache, config, precision, bar.frames)
-            if outcome.get("failed"):
-                record = {
-                    "video_id": entry.video_id,
-                    "path": entry.path,
-                    "stage": outcome["stage"],
-                    "reason": outcome["reason"],
-                    "encoder": encoder.key,
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                }
-                summary.failed.append(record)
-                _append_jsonl(log_path, record)
-                bar.note(f"failed {entry.video_id}: {outcome['reason']}")
-            else:
-                summary.done.append(entry.video_id)
-                summary.frames += outcome["samples"]
-            bar.advance()
+        cache.ensure_encoder(encoder.key, recipe)
+        entries = shard_entries(list(manifest), config.shard, config.num_shards)
+        if video_ids is not None:
+            wanted = set(video_ids)
+            entries = [e for e in entries if e.video_id in wanted]
+        log_path = Path(config.failures_log) if config.failures_log else failures_log_path(cache_path)
+        summary = FeaturizeSummary(encoder_key=encoder.key, failures_log=str(log_path))
+        todo = []
+        for e in entries:
+            (summary.skipped if cache.is_done(encoder.key, e.video_id) else todo).append(e)
+        _run(todo, encoder, cache, config, precision, summary, log_path, progress)
     finally:
-        bar.close()
-    summary.seconds = time.perf_counter() - start
+        cache.close()
     return summary
 
 
-def _featurize_one(entry, encoder, cache, config, precision, on_frames) -> dict:
-    base_attrs = {"source": _source_stat(entry.path), "manifest_fps": entry.fps}
-    try:
-        source = open_source(entry.path, fps_hint=entry.fps)
-    except DecodeError as exc:
-        return _fail(cache, encoder.key, entry, "open", str(exc), base_attrs)
-    pre = encoder.preprocessing
-    frames = _prefetch(
-        ((i, pts, pre.resize_crop(rgb)) for i, pts, rgb in source.iter_frames(config.sampling.keep)),
-        maxsize=2 * config.batch_size,
-    )
-    import torch
+def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -> None:
+    from vadpipe.featurize.decode import DecodeJob
 
-    indices, times, embs = [], [], []
-    t_infer = 0.0
-    t0 = time.perf_counter()
+    start = time.perf_counter()
+    jobs = [DecodeJob(pos, e.path, e.fps) for pos, e in enumerate(todo)]
+    items = _decode_items(jobs, config, encoder)
+    pending: dict[int, _VideoBatches] = {}
+    bar = _Progress(len(todo), enabled=progress)
+
+    def fail(entry, stage, reason):
+        cache.mark_failed(encoder.key, entry.video_id, stage, reason, _base_attrs(entry))
+        record = {
+            "video_id": entry.video_id,
+            "path": entry.path,
+            "stage": stage,
+            "reason": reason,
+            "encoder": encoder.key,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        summary.failed.append(record)
+        _append_jsonl(log_path, record)
+        bar.note(f"failed {entry.video_id}: {reason}")
+
     try:
-        batch_idx, batch_pts, batch_img = [], [], []
-        for i, pts, img in frames:
-            batch_idx.append(i)
-            batch_pts.append(pts)
-            batch_img.append(img)
-            if len(batch_img) == config.batch_size:
-                t_infer += _flush(encoder, batch_img, embs)
-                indices += batch_idx
-                times += batch_pts
-                on_frames(len(batch_idx))
-                batch_idx, batch_pts, batch_img = [], [], []
-        if batch_img:
-            t_infer += _flush(encoder, batch_img, embs)
-            indices += batch_idx
-            times += batch_pts
-            on_frames(len(batch_idx))
-    except DecodeError as exc:
-        return _fail(cache, encoder.key, entry, "decode", str(exc), base_attrs)
-    except torch.cuda.OutOfMemoryError:
-        return _fail(cache, encoder.key, entry, "encode", "out of GPU memory (lower --batch-size)", base_attrs)
-    problems = _decode_problems(source)
+        for item in items:
+            kind, pos = item[0], int(item[1])
+            entry = todo[pos]
+            if kind == "frames":
+                video = pending.setdefault(pos, _VideoBatches())
+                video.add(np.asarray(item[2]), np.asarray(item[3]), item[4])
+                summary.infer_seconds += video.encode(encoder, config.batch_size, final=False)
+                bar.video(entry.video_id)
+                continue
+            video = pending.pop(pos, _VideoBatches())
+            if kind == "error":
+                fail(entry, item[2], item[3])
+            else:
+                summary.infer_seconds += video.encode(encoder, config.batch_size, final=True)
+                problem = _finish(entry, video, item[2], encoder, cache, config, precision)
+                if problem:
+                    fail(entry, "decode", problem)
+                else:
+                    summary.done.append(entry.video_id)
+                    summary.frames += video.count
+                    bar.frames(video.count)
+            bar.advance()
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+
+
+def _decode_items(jobs, config, encoder):
+    """Items from the decode workers (processes), or from a thread when ``workers=0``."""
+    from vadpipe.featurize.decode import DecodeDataset, worker_init
+
+    dataset = DecodeDataset(jobs, config.sampling, encoder.preprocessing)
+    workers = resolve_workers(config.workers, len(jobs))
+    if workers == 0:
+        return _prefetch(iter(dataset), maxsize=8)
+    from torch.utils.data import DataLoader
+
+    return iter(
+        DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=worker_init,
+            pin_memory=encoder.device.startswith("cuda"),
+            prefetch_factor=4,
+        )
+    )
+
+
+def resolve_workers(workers: int | None, num_videos: int) -> int:
+    """``None``: one decode process per spare core (at most 8), none for a single video."""
+    if workers is None:
+        workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+    return max(0, min(int(workers), num_videos))
+
+
+class _VideoBatches:
+    """One video's sampled frames, encoded in batches of a fixed size from its first sample
+    (so a video's embeddings never depend on which other videos were in flight)."""
+
+    def __init__(self):
+        self.index: list[np.ndarray] = []
+        self.pts: list[np.ndarray] = []
+        self.frames: list = []  # uint8 (b, 3, s, s) tensors not yet encoded
+        self.buffered = 0
+        self.embs: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, index, pts, frames) -> None:
+        self.index.append(index)
+        self.pts.append(pts)
+        self.frames.append(frames)
+        self.buffered += len(index)
+        self.count += len(index)
+
+    def encode(self, encoder, batch_size: int, final: bool) -> float:
+        import torch
+
+        t = time.perf_counter()
+        if self.buffered and (final or self.buffered >= batch_size):
+            frames = torch.cat(self.frames) if len(self.frames) > 1 else self.frames[0]
+            n_full = len(frames) if final else (len(frames) // batch_size) * batch_size
+            for i in range(0, n_full, batch_size):
+                self.embs.append(encoder.encode_images(frames[i : min(i + batch_size, n_full)]))
+            rest = frames[n_full:]
+            self.frames = [rest] if len(rest) else []
+            self.buffered = len(rest)
+        return time.perf_counter() - t
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.concatenate(self.index), np.concatenate(self.pts), np.concatenate(self.embs)
+
+
+def _finish(entry, video, info, encoder, cache, config, precision) -> str | None:
+    """Write a decoded video; returns a failure reason instead when it must not be kept."""
+    problems = _decode_problems(info)
     if problems and not config.allow_partial:
-        return _fail(cache, encoder.key, entry, "decode", "; ".join(problems) + " (use --allow-partial to keep)", base_attrs)
-    info = source.info
+        return "; ".join(problems) + " (use --allow-partial to keep the decodable frames)"
+    if not video.count:
+        return f"no frames sampled (the video has {info['num_frames']} frames)"
+    index, pts, emb = video.arrays()
+    sampling = config.sampling
+    if sampling.mode == "snippets" and sampling.snippet_mean:
+        starts = np.asarray(info["snippet_starts"], dtype=np.int64)
+        starts = starts[np.isin(starts, index)]
+        pts = pts[np.searchsorted(index, starts)]
+        index, emb = pool_snippets(index, emb, starts, sampling.snippet_len)
     attrs = {
-        **base_attrs,
-        "fps": info.fps,
-        "num_frames": int(source.num_frames),
-        "num_samples": len(indices),
-        "width": info.width,
-        "height": info.height,
-        "warnings": list(source.warnings),
-        "precision": precision,
-        "seconds": {"total": round(time.perf_counter() - t0, 3), "infer": round(t_infer, 3)},
+        **_base_attrs(entry),
+        "fps": info["fps"],
+        "num_frames": info["num_frames"],
+        "num_samples": int(len(index)),
+        "width": info["width"],
+        "height": info["height"],
+        "warnings": info["warnings"],
+        "partial": bool(problems),
     }
-    cache.write_video(
-        encoder.key, entry.video_id, np.asarray(indices), np.asarray(times), np.concatenate(embs), attrs
-    )
-    return {"samples": len(indices)}
+    cache.write_video(encoder.key, entry.video_id, index, pts, emb, attrs)
+    fault_point("after_video")
+    return None
 
 
-def _decode_problems(source) -> list[str]:
+def _base_attrs(entry) -> dict:
+    return {"source": _source_stat(entry.path), "manifest_fps": entry.fps}
+
+
+def _decode_problems(info: dict) -> list[str]:
     """Warnings that mean frames are missing (a short stream or corrupt packets)."""
     problems = []
-    declared = source.info.declared_frames
-    if declared and declared - source.num_frames > max(1, declared // 100):
-        problems.append(f"truncated: decoded {source.num_frames} of {declared} frames")
-    problems += [w for w in source.warnings if "corrupt" in w or "demux stopped" in w]
+    declared, decoded = info["declared_frames"], info["num_frames"]
+    if declared and declared - decoded > max(1, declared // 100):
+        problems.append(f"truncated: decoded {decoded} of {declared} frames")
+    problems += [w for w in info["warnings"] if "corrupt" in w or "demux stopped" in w]
     return problems
-
-
-def _flush(encoder, batch_img, embs) -> float:
-    import torch
-
-    t = time.perf_counter()
-    embs.append(encoder.encode_images(torch.stack(batch_img)))
-    return time.perf_counter() - t
-
-
-def _fail(cache, key, entry, stage, reason, attrs) -> dict:
-    cache.mark_failed(key, entry.video_id, stage, reason, attrs)
-    return {"failed": True, "stage": stage, "reason": reason}
 
 
 def _source_stat(path: str) -> dict:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+Keep = Callable[[int, float], bool]  # (frame index, pts seconds) -> sample it?
+
 import numpy as np
 
 from vadpipe.data_manifests.folder import IMAGE_SUFFIXES
@@ -44,7 +46,7 @@ class FrameSource:
     num_frames: int = 0
     warnings: list[str]
 
-    def iter_frames(self, keep: Callable[[int], bool]) -> Iterator[Frame]:  # pragma: no cover
+    def iter_frames(self, keep: Keep) -> Iterator[Frame]:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -80,13 +82,24 @@ class PyAVSource(FrameSource):
             declared_frames=declared,
         )
 
-    def iter_frames(self, keep: Callable[[int], bool]) -> Iterator[Frame]:
+    def count_frames(self) -> int:
+        """Frames in the stream, counted from its packets without decoding (fast)."""
+        import av
+
+        with av.open(str(self.path), mode="r", metadata_errors="ignore") as c:
+            try:
+                return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+            except av.FFmpegError:
+                return 0
+
+    def iter_frames(self, keep: Keep) -> Iterator[Frame]:
         import av
 
         stream, tb = self._stream, self._stream.time_base
         fps = self.info.fps
         index = 0
         bad_packets = 0
+        first_pts = None
         try:
             packets = self._container.demux(stream)
             while True:
@@ -103,15 +116,20 @@ class PyAVSource(FrameSource):
                     bad_packets += 1
                     continue
                 for frame in frames:
-                    if keep(index):
-                        pts = _frame_time(frame, tb, index, fps)
+                    pts = _frame_time(frame, tb, index, fps)
+                    if first_pts is None:
+                        first_pts = pts
+                    elif bad_packets and fps and math.isfinite(pts):
+                        # frames were lost: place the next ones by their timestamps
+                        index = max(index, int(round((pts - first_pts) * fps)))
+                    if keep(index, pts):
                         yield index, pts, frame.to_ndarray(format="rgb24")
                     index += 1
         finally:
             self.num_frames = index
             self._container.close()
         if bad_packets:
-            self.warnings.append(f"{bad_packets} corrupt packet(s) skipped")
+            self.warnings.append(f"{bad_packets} corrupt packet(s) skipped (later frames placed by timestamp)")
         if index == 0:
             raise DecodeError("no decodable frames")
         declared = self.info.declared_frames
@@ -135,13 +153,17 @@ class FolderSource(FrameSource):
             raise DecodeError("empty frame folder (no .jpg/.png/.tif images)")
         self.info = SourceInfo(fps=fps_hint, width=None, height=None, declared_frames=len(self.files))
 
-    def iter_frames(self, keep: Callable[[int], bool]) -> Iterator[Frame]:
+    def count_frames(self) -> int:
+        return len(self.files)
+
+    def iter_frames(self, keep: Keep) -> Iterator[Frame]:
         from PIL import Image, UnidentifiedImageError
 
         fps = self.info.fps
         for index, file in enumerate(self.files):
             self.num_frames = index + 1
-            if not keep(index):
+            pts = index / fps if fps else math.nan
+            if not keep(index, pts):
                 continue
             try:
                 with Image.open(file) as img:
@@ -150,7 +172,6 @@ class FolderSource(FrameSource):
                 raise DecodeError(f"unreadable image {file.name} ({exc})") from None
             if self.info.width is None:
                 self.info.height, self.info.width = rgb.shape[:2]
-            pts = index / fps if fps else math.nan
             yield index, pts, rgb
 
 

@@ -1,0 +1,149 @@
+"""Issue 3: HDF5 parity, merge, import/export, verify and info."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vadpipe.cache import FeatureCache
+from vadpipe.cache_tools import cache_info, export_npy, import_npy, merge_caches, verify_cache
+from vadpipe.cli import app
+from vadpipe.data_manifests import Manifest, VideoEntry
+from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
+
+from conftest import TINY, TINY_KEY, planted_cache
+
+
+@pytest.fixture(scope="module")
+def synth(synthetic_dataset):
+    return synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def zarr_cache(synth, tmp_path_factory):
+    path = tmp_path_factory.mktemp("z") / "c.zarr"
+    assert not featurize(synth, path, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32")).failed
+    return path
+
+
+def assert_same_arrays(a_path, b_path, key=TINY_KEY):
+    a, b = FeatureCache(a_path), FeatureCache(b_path)
+    assert a.video_ids(key) == b.video_ids(key)
+    assert a.recipe(key) == b.recipe(key)
+    for vid in a.video_ids(key):
+        fa, fb = a.read(key, vid), b.read(key, vid)
+        for name in ("frame_index", "pts", "emb"):
+            np.testing.assert_array_equal(getattr(fa, name), getattr(fb, name))
+        assert fa.attrs == fb.attrs
+
+
+def test_hdf5_has_the_same_tree_and_arrays(synth, zarr_cache, tmp_path):
+    h5 = tmp_path / "c.h5"
+    assert not featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32")).failed
+    assert_same_arrays(zarr_cache, h5)
+    assert FeatureCache(h5).format == "hdf5"
+
+
+def test_hdf5_shards_then_merge(synth, zarr_cache, tmp_path):
+    for i in range(2):
+        cfg = FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32", shard=i, num_shards=2)
+        featurize(synth, tmp_path / "c.h5", cfg)
+    shards = sorted(tmp_path.glob("c.shard-*-of-00002.h5"))
+    assert len(shards) == 2 and not (tmp_path / "c.h5").exists()
+    r = CliRunner().invoke(app, ["cache", "merge", *map(str, shards), "-o", str(tmp_path / "merged.zarr")])
+    assert r.exit_code == 0, r.output
+    assert_same_arrays(zarr_cache, tmp_path / "merged.zarr")
+    counts = merge_caches(shards, tmp_path / "merged.zarr")  # again: nothing new
+    assert counts["copied"] == 0 and counts["duplicates_skipped"] == len(synth)
+
+
+def test_export_import_round_trip(synth, zarr_cache, tmp_path):
+    ids = export_npy(zarr_cache, TINY, tmp_path / "npy")
+    assert len(ids) == len(synth)
+    manifest = Manifest([VideoEntry(e.video_id, e.path, e.split, e.label, e.intervals, fps=e.fps,
+                                    num_frames=e.num_frames) for e in synth])
+    s = import_npy(tmp_path / "npy", tmp_path / "imp.zarr", TINY, manifest, snippet=4, normalise=False)
+    assert len(s.imported) == len(synth) and not s.failed
+    src, imp = FeatureCache(zarr_cache), FeatureCache(tmp_path / "imp.zarr")
+    recipe = imp.recipe(TINY_KEY)
+    assert recipe["imported"] and recipe["model"] == TINY and recipe["dim"] == 64
+    for vid in ids:
+        a, b = src.read(TINY_KEY, vid), imp.read(TINY_KEY, vid)
+        np.testing.assert_array_equal(a.emb, b.emb)
+        np.testing.assert_array_equal(a.frame_index, b.frame_index)
+        np.testing.assert_allclose(a.pts, b.pts)
+        assert b.num_frames == a.num_frames
+    # heads that need the text tower work on the imported features
+    from vadpipe.models import get_head
+
+    get_head("zeroshot").fit(imp, manifest)
+
+
+def test_import_layouts_and_bad_files(tmp_path):
+    d = tmp_path / "npy"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(d / "crops.npy", rng.normal(size=(6, 10, 32)).astype(np.float32))  # RTFM-style (T, crops, D)
+    np.save(d / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(d / "wrongdim.npy", rng.normal(size=(5, 16)).astype(np.float32))
+    (d / "garbage.npy").write_bytes(b"nope")
+    manifest = Manifest([VideoEntry(v, "x", "test", "normal") for v in ("crops", "pickled", "wrongdim", "garbage", "absent")])
+    s = import_npy(d, tmp_path / "c.zarr", "i3d-rtfm", manifest, snippet=16)
+    assert s.imported == ["crops"]
+    reasons = {f["video_id"]: f["reason"] for f in s.failed}
+    assert "not a readable .npy" in reasons["pickled"] and "not a readable .npy" in reasons["garbage"]
+    assert "feature dim 16 != 32" in reasons["wrongdim"] and "not found" in reasons["absent"]
+    f = FeatureCache(tmp_path / "c.zarr").read("i3d-rtfm", "crops")
+    np.testing.assert_array_equal(f.frame_index, np.arange(6) * 16)
+    assert f.num_frames == 96 and f.emb.shape == (6, 32)
+
+
+def test_verify_and_info(tmp_path):
+    rng = np.random.default_rng(0)
+    cache = planted_cache(tmp_path / "c.zarr", [{"video_id": f"v{i}", "emb": rng.normal(size=(8, 64))} for i in range(3)])
+    assert verify_cache(cache.path) == []
+    w = FeatureCache(cache.path, mode="a")
+    bad = rng.normal(size=(4, 64)).astype(np.float16)  # not unit norm
+    w.write_video(TINY_KEY, "notunit", np.arange(4), np.zeros(4), bad, {"num_frames": 4})
+    nan = np.full((4, 64), np.nan, np.float16)
+    w.write_video(TINY_KEY, "nan", np.arange(4), np.zeros(4), nan, {"num_frames": 4})
+    w.write_video(TINY_KEY, "outside", np.arange(4) * 5, np.zeros(4), np.eye(4, 64, dtype=np.float16), {"num_frames": 10})
+    w._fresh_video_group(TINY_KEY, "half", {"num_frames": 3})  # a killed writer's leftover
+    w.mark_failed(TINY_KEY, "broken", "decode", "empty file (0 bytes)", {})
+    problems = verify_cache(cache.path)
+    text = "\n".join(problems)
+    assert "notunit: 4 embedding(s) not unit norm" in text
+    assert "nan: emb has NaN/inf values" in text
+    assert "outside: frame_index outside [0, 10)" in text
+    assert "half: incomplete" in text and "broken" not in text and "v0" not in text
+    info = cache_info(cache.path)["encoders"][TINY_KEY]
+    assert (info["done"], info["failed"], info["incomplete"]) == (6, 1, 1)
+    assert info["failures"] == [{"video_id": "broken", "stage": "decode", "reason": "empty file (0 bytes)"}]
+    r = CliRunner().invoke(app, ["cache", "verify", str(cache.path)])
+    assert r.exit_code == 1 and "4 problem(s)" in r.output
+    r = CliRunner().invoke(app, ["cache", "info", str(cache.path)])
+    assert r.exit_code == 0 and "6 done, 1 failed, 1 incomplete" in r.output
+
+
+def test_fast_zarr_reader_equals_the_zarr_api(tmp_path):
+    """The direct-file read path gives exactly what zarr itself reads, fill-value chunks included."""
+    import zarr
+
+    w = FeatureCache(tmp_path / "c.zarr", mode="a")
+    w.ensure_encoder("k", {"dim": 3})
+    rows = {
+        "one": (np.array([0]), np.array([0.0]), np.zeros((1, 3), np.float16)),  # all fill value: no chunk files
+        "many": (np.arange(5) * 3, np.arange(5) / 7, np.random.default_rng(0).normal(size=(5, 3)).astype(np.float16)),
+    }
+    for vid, (idx, pts, emb) in rows.items():
+        w.write_video("k", vid, idx, pts, emb, {"num_frames": 20},
+                      arrays={"text": np.array([["a b"], ["c"], ["d"], ["e"], ["f"]])[: len(idx)]})
+    root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    r = FeatureCache(tmp_path / "c.zarr")
+    for vid in rows:
+        f = r.read("k", vid)
+        g = root["k"][vid]
+        for name, got in (("frame_index", f.frame_index), ("pts", f.pts), ("emb", f.emb), ("text", f.arrays["text"])):
+            ref = g[name][:]
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            np.testing.assert_array_equal(got, ref)
+        assert f.attrs == dict(g.attrs)

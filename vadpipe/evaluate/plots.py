@@ -1,0 +1,106 @@
+"""Report figures (PNG): a score timeline per video, pooled ROC and PR curves.
+
+matplotlib is imported inside the functions and drawn through the Agg canvas of a
+``Figure`` object (no pyplot, no global backend switch), so importing vadpipe stays fast
+and plotting works headless.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+_MAX_CURVE_POINTS = 20_000  # a pooled curve over millions of frames is thinned for drawing
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _thin(*curves: np.ndarray) -> list[np.ndarray]:
+    n = len(curves[0])
+    if n <= _MAX_CURVE_POINTS:
+        return list(curves)
+    keep = np.unique(np.linspace(0, n - 1, _MAX_CURVE_POINTS).round().astype(np.int64))
+    return [c[keep] for c in curves]
+
+
+def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int, str]], title: str) -> Path:
+    """Expanded score per frame with the ground-truth spans shaded and labelled."""
+    fig = _figure(10, 2.6)
+    ax = fig.add_subplot()
+    frames = np.arange(len(scores))
+    for i, (start, end, text) in enumerate(gt_spans):
+        ax.axvspan(start - 0.5, end - 0.5, color="tab:red", alpha=0.22, lw=0,
+                   label="ground truth" if i == 0 else None)
+        ax.annotate(text, xy=((start + end) / 2, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, -2), textcoords="offset points", ha="center", va="top",
+                    fontsize=7, color="tab:red")
+    ax.step(frames, scores, where="mid", color="tab:blue", lw=1.0, label="score")  # one value per frame
+    ax.set_xlim(-0.5, max(len(scores) - 0.5, 0.5))
+    ax.set_xlabel("frame")
+    ax.set_ylabel("anomaly score")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ax.grid(alpha=0.3, lw=0.5)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.2, top=0.88)  # fixed: tight_layout is slow
+    return _save(fig, path)
+
+
+def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray, auc: float) -> Path:
+    """Pooled frame-level ROC curve."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr = _thin(fpr, tpr)
+    fig = _figure(4.8, 4.6)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, color="tab:blue", lw=1.5, label=f"micro AUC = {_fmt(auc)}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
+    _square_axes(ax, "false positive rate", "true positive rate", f"ROC, {len(labels):,} frames pooled")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_pr(path: Path, labels: np.ndarray, scores: np.ndarray, ap: float) -> Path:
+    """Pooled frame-level precision-recall curve, with the positive rate as chance level."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    precision, recall = _thin(precision, recall)
+    rate = float(np.mean(labels))
+    fig = _figure(4.8, 4.6)
+    ax = fig.add_subplot()
+    ax.step(recall, precision, where="post", color="tab:blue", lw=1.5, label=f"AP = {_fmt(ap)}")
+    ax.axhline(rate, color="grey", lw=0.8, ls="--", label=f"chance = {rate:.3f}")
+    _square_axes(ax, "recall", "precision", f"precision-recall, {len(labels):,} frames pooled")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _square_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, lw=0.5)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.4f}"
