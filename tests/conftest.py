@@ -15,6 +15,18 @@ TINY = "vadpipe-tiny"
 TINY_KEY = "vadpipe-tiny:random"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread is faster than two, and far faster on a
+    busy machine (threads spinning for cores), with identical results."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def require_shared(*parts: str) -> Path:
     path = SHARED.joinpath("data", *parts)
     if not path.exists():

@@ -17,20 +17,33 @@ def unit(v):
     return v / np.linalg.norm(v)
 
 
-def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40):
-    """Normal frames around one point of the sphere; anomalous frames around another."""
+def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0):
+    """Normal frames around one point of the sphere; anomalous frames around another.
+
+    ``n_weak`` adds anomalous training videos with a video-level label only (weak
+    supervision); one-class heads ignore them.
+    """
     rng = np.random.default_rng(seed)
     normal_c, anomaly_c = unit(rng.normal(size=D)), unit(rng.normal(size=D))
     rows, entries = [], []
-    for i in range(n_train):
-        rows.append({"video_id": f"tr{i}", "emb": normal_c + 0.08 * rng.normal(size=(T, D))})
-        entries.append(VideoEntry(f"tr{i}", "x", "train", "normal"))
-    for i in range(n_test):
+
+    def anomalous_emb():
         a, b = sorted(rng.choice(np.arange(5, T - 5), 2, replace=False))
         emb = normal_c + 0.08 * rng.normal(size=(T, D))
         emb[a:b] = anomaly_c + 0.08 * rng.normal(size=(b - a, D))
+        return emb, Interval(int(a), int(b))
+
+    for i in range(n_train):
+        rows.append({"video_id": f"tr{i}", "emb": normal_c + 0.08 * rng.normal(size=(T, D))})
+        entries.append(VideoEntry(f"tr{i}", "x", "train", "normal"))
+    for i in range(n_weak):
+        emb, _ = anomalous_emb()
+        rows.append({"video_id": f"wk{i}", "emb": emb})
+        entries.append(VideoEntry(f"wk{i}", "x", "train", "Fighting"))
+    for i in range(n_test):
+        emb, interval = anomalous_emb()
         rows.append({"video_id": f"te{i}", "emb": emb})
-        entries.append(VideoEntry(f"te{i}", "x", "test", "Fighting", (Interval(int(a), int(b)),), num_frames=T))
+        entries.append(VideoEntry(f"te{i}", "x", "test", "Fighting", (interval,), num_frames=T))
     return planted_cache(tmp_path / "planted.zarr", rows), Manifest(entries)
 
 
@@ -71,10 +84,19 @@ def test_zeroshot_follows_the_prompt_direction(tmp_path, tiny_encoder):
     assert set(s.explanation) <= {"people walking", "a fire"}
 
 
+# small settings so every head trains in seconds (the papers' defaults take minutes to hours)
+FAST = {
+    "anomalyclip": dict(num_segments=4, frames_per_segment=4, top_k=1, batch_size=4, embed_dim=32, heads=2, steps=2),
+    "clipassist": dict(epochs=1),
+    "kmeans": dict(num_centers=3, prompts=["walking", "running", "fighting", "riding a bike"]),
+    "s3m": dict(d_model=16, d_state=8, epochs=1),
+}
+
+
 @pytest.mark.parametrize("name", list_heads())
 def test_save_load_gives_identical_scores(tmp_path, name):
-    cache, manifest = planted_sphere(tmp_path, n_train=3, n_test=2)
-    head = get_head(name)
+    cache, manifest = planted_sphere(tmp_path, n_train=3, n_test=2, n_weak=3)
+    head = get_head(name, **FAST.get(name, {}))
     with pytest.raises(NotFittedError):
         head.score_videos(cache, manifest.ids("test"))
     head.fit(cache, manifest)

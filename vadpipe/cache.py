@@ -108,21 +108,29 @@ def check_node_name(name: str, what: str) -> str:
 class _ZarrBackend:
     """Nodes addressed by '/'-joined paths in a Zarr v3 directory store."""
 
-    def __init__(self, path: Path, mode: str):
+    def __init__(self, path: Path, mode: str, root_attrs: dict):
         import zarr
+        from zarr.errors import ContainsGroupError
 
-        self._zarr = zarr
         if mode == "r":
             try:
                 self.root = zarr.open_group(str(path), mode="r", zarr_format=3)
             except (FileNotFoundError, ValueError) as exc:
                 raise VadpipeError(f"{path}: not a vadpipe Zarr cache ({exc})") from None
         else:
-            self.root = zarr.open_group(str(path), mode="a", zarr_format=3)
+            # shard processes may start together on a new store: create the root with its
+            # attributes in one atomic write, and open the one another process made first
+            try:
+                self.root = zarr.open_group(str(path), mode="r+", zarr_format=3)
+            except FileNotFoundError:
+                try:
+                    self.root = zarr.create_group(str(path), zarr_format=3, attributes=root_attrs)
+                except (ContainsGroupError, FileExistsError):
+                    self.root = zarr.open_group(str(path), mode="r+", zarr_format=3)
         from zarr.storage import LocalStore
 
         store = self.root.store
-        self._local_root = Path(store.root) / self.root.path if isinstance(store, LocalStore) else None
+        self._local_root = os.path.join(str(store.root), self.root.path) if isinstance(store, LocalStore) else None
 
     def attrs(self, node: str) -> dict:
         return dict((self.root[node] if node else self.root).attrs)
@@ -148,6 +156,17 @@ class _ZarrBackend:
 
     def require_group(self, node: str) -> None:
         self.root.require_group(node)
+
+    def create_group_once(self, node: str, attrs: dict) -> bool:
+        """Create ``node`` with its attributes in one (atomic) metadata write; False if it
+        exists already. Concurrent shard processes never see a group without attributes."""
+        from zarr.errors import ContainsGroupError
+
+        try:
+            self.root.create_group(node, attributes=attrs, overwrite=False)
+            return True
+        except (ContainsGroupError, FileExistsError):
+            return False
 
     def delete(self, node: str) -> None:
         parent, _, name = node.rpartition("/")
@@ -183,22 +202,23 @@ class _ZarrBackend:
             if not self.has(node):
                 return None
             return self.attrs(node), {n: self.read_array(node, n) for n in self.arrays(node)}
-        if not folder.is_dir():
+        try:
+            with open(os.path.join(folder, "zarr.json"), "rb") as fh:
+                meta = json.loads(fh.read())
+        except FileNotFoundError:
             return None
-        meta = json.loads((folder / "zarr.json").read_bytes())
         arrays = {}
         for entry in os.scandir(folder):
-            if not entry.is_dir():
-                continue
-            data = _read_plain_zarr_array(Path(entry.path))
-            arrays[entry.name] = data if data is not None else self.read_array(node, entry.name)
+            if entry.is_dir():
+                data = _read_plain_zarr_array(entry.path)
+                arrays[entry.name] = data if data is not None else self.read_array(node, entry.name)
         return dict(meta.get("attributes", {})), arrays
 
-    def _local_folder(self, node: str) -> Path | None:
+    def _local_folder(self, node: str) -> str | None:
         """The node's folder when the store is a local directory (None otherwise)."""
         if self._local_root is None:
             return None
-        return self._local_root / node
+        return os.path.join(self._local_root, node)
 
     def close(self) -> None:
         pass
@@ -207,10 +227,11 @@ class _ZarrBackend:
 _PLAIN_DTYPES = {"int64", "float64", "float32", "float16", "int32", "uint8", "bool"}
 
 
-def _read_plain_zarr_array(folder: Path) -> np.ndarray | None:
+def _read_plain_zarr_array(folder: str) -> np.ndarray | None:
     """An uncompressed single-chunk Zarr v3 array read from its files; None if not that kind."""
     try:
-        meta = json.loads((folder / "zarr.json").read_bytes())
+        with open(os.path.join(folder, "zarr.json"), "rb") as fh:
+            meta = json.loads(fh.read())
     except (OSError, ValueError):
         return None
     shape = tuple(meta.get("shape", ()))
@@ -231,16 +252,16 @@ def _read_plain_zarr_array(folder: Path) -> np.ndarray | None:
     if not plain or 0 in shape:
         return None
     sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-    chunk = folder / ("c" + sep + sep.join("0" * len(shape)) if shape else "c")
-    dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-    out = np.empty(shape, dtype=dtype)
+    chunk = os.path.join(folder, "c" + sep + sep.join("0" * len(shape)) if shape else "c")
+    out = np.empty(shape, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
     try:
         with open(chunk, "rb", buffering=0) as fh:
+            if os.fstat(fh.fileno()).st_size != out.nbytes:
+                return None
             n = fh.readinto(memoryview(out).cast("B"))  # one pass, straight into the array
-            extra = fh.read(1)
     except FileNotFoundError:  # never written: every element is the fill value
-        return np.full(shape, meta.get("fill_value", 0), dtype=dtype)
-    return out if n == out.nbytes and not extra else None
+        return np.full(shape, meta.get("fill_value", 0), dtype=out.dtype)
+    return out if n == out.nbytes else None
 
 
 class _H5Backend:
@@ -248,7 +269,7 @@ class _H5Backend:
 
     _ATTR = "vadpipe_attrs"
 
-    def __init__(self, path: Path, mode: str):
+    def __init__(self, path: Path, mode: str, root_attrs: dict):
         import h5py
 
         try:
@@ -289,6 +310,13 @@ class _H5Backend:
 
     def require_group(self, node: str) -> None:
         self.f.require_group(node)
+
+    def create_group_once(self, node: str, attrs: dict) -> bool:
+        if node in self.f:
+            return False
+        self.f.create_group(node)
+        self.update_attrs(node, attrs)
+        return True
 
     def delete(self, node: str) -> None:
         del self.f[node]
@@ -340,12 +368,13 @@ class FeatureCache:
         backend = _H5Backend if is_hdf5(self.path) else _ZarrBackend
         if mode != "r":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._b = backend(self.path, mode)
+        root_attrs = {"schema_version": SCHEMA_VERSION, "created_by": f"vadpipe {__version__}"}
+        self._b = backend(self.path, mode, root_attrs)
         root = self._b.attrs("")
         if "schema_version" not in root:
-            if mode == "r":
+            if mode == "r" or self._b.groups(""):
                 raise VadpipeError(f"{self.path}: not a vadpipe cache (no schema_version)")
-            self._b.update_attrs("", {"schema_version": SCHEMA_VERSION, "created_by": f"vadpipe {__version__}"})
+            self._b.update_attrs("", root_attrs)  # a new HDF5 file (one writer)
             root = self._b.attrs("")
         if root.get("schema_version") != SCHEMA_VERSION:
             raise VadpipeError(
@@ -369,6 +398,10 @@ class FeatureCache:
     def encoders(self) -> list[str]:
         return self._b.groups("")
 
+    def image_encoders(self) -> list[str]:
+        """Keys of image encoders (CLIP embeddings), leaving out captioners' text groups."""
+        return [k for k in self.encoders() if self._b.attrs(k).get("kind", "image") == "image"]
+
     def recipe(self, key: str) -> dict:
         self._require_encoder(key)
         return self._b.attrs(key)
@@ -382,7 +415,7 @@ class FeatureCache:
         """Create the encoder subtree with its recipe, or check that it matches."""
         check_node_name(key, "encoder key")
         recipe = _jsonable(recipe)
-        if self._b.has(key):
+        if not self._b.create_group_once(key, recipe):
             have = self._b.attrs(key)
             diffs = [
                 k for k in ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling")
@@ -394,9 +427,6 @@ class FeatureCache:
                     f"{self.path}: encoder {key!r} exists with {k}={have.get(k)!r}, this run asks "
                     f"{k}={recipe[k]!r}; use another cache (one recipe per encoder key)"
                 )
-            return
-        self._b.require_group(key)
-        self._b.update_attrs(key, recipe)
 
     # ---------------------------------------------------------------- videos
     def video_ids(self, key: str, status: str | None = DONE) -> list[str]:

@@ -116,9 +116,9 @@ def featurize(
             entries = [e for e in entries if e.video_id in wanted]
         log_path = Path(config.failures_log) if config.failures_log else failures_log_path(cache_path)
         summary = FeaturizeSummary(encoder_key=encoder.key, failures_log=str(log_path))
-        todo = []
-        for e in entries:
-            (summary.skipped if cache.is_done(encoder.key, e.video_id) else todo).append(e)
+        done = {e.video_id for e in entries if cache.is_done(encoder.key, e.video_id)}
+        todo = [e for e in entries if e.video_id not in done]
+        summary.skipped = [e.video_id for e in entries if e.video_id in done]
         _run(todo, encoder, cache, config, precision, summary, log_path, progress)
     finally:
         cache.close()
@@ -198,6 +198,30 @@ def _decode_items(jobs, config, encoder):
     )
 
 
+def _libc_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim() if os.name == "posix" else None
+
+
+def release_free_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``).
+
+    Each batch allocates and frees activations of a few MB; glibc's adaptive mmap threshold
+    then serves them from the heap, which fragments, and the process grows with video
+    length. Trimming after every batch keeps peak memory flat at no measurable cost
+    (a fixed ``M_MMAP_THRESHOLD`` does too, but costs ~30% throughput in page faults).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def resolve_workers(workers: int | None, num_videos: int) -> int:
     """``None``: one decode process per spare core (at most 8), none for a single video."""
     if workers is None:
@@ -233,6 +257,7 @@ class _VideoBatches:
             n_full = len(frames) if final else (len(frames) // batch_size) * batch_size
             for i in range(0, n_full, batch_size):
                 self.embs.append(encoder.encode_images(frames[i : min(i + batch_size, n_full)]))
+                release_free_heap()
             rest = frames[n_full:]
             self.frames = [rest] if len(rest) else []
             self.buffered = len(rest)

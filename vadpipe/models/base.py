@@ -62,7 +62,7 @@ def get_head(name: str, **params) -> "Head":
 
 
 def _import_builtin_heads() -> None:
-    from vadpipe.models import prototype, zeroshot  # noqa: F401  (registration side effect)
+    from vadpipe.models import anomalyclip, clipassist, kmeans, prototype, s3m, zeroshot  # noqa: F401  (registration side effect)
 
 
 class Head:
@@ -152,20 +152,26 @@ class Head:
             raise NotFittedError(f"head {self.name!r} is not fitted yet: call fit() or load a run")
 
     def _resolve_encoder(self, cache) -> str:
-        encoders = cache.encoders()
+        """The image-encoder key the head reads: the one given, or the cache's only one."""
+        images = cache.image_encoders()
         if self.encoder is None:
-            if len(encoders) != 1:
+            if len(images) != 1:
                 raise VadpipeError(
-                    f"cache {cache.path} has {len(encoders)} encoders ({', '.join(encoders) or 'none'}); "
+                    f"cache {cache.path} has {len(images)} image encoders ({', '.join(images) or 'none'}); "
                     "name one with --encoder"
                 )
-            return encoders[0]
+            return images[0]
         from vadpipe.featurize.encoders import canonical_key
 
-        key = canonical_key(self.encoder)
-        if key not in encoders:
+        key = self.encoder if self.encoder in cache.encoders() else canonical_key(self.encoder)
+        if key not in cache.encoders():
             raise VadpipeError(
-                f"cache {cache.path} has no encoder {key!r} (it has: {', '.join(encoders) or 'none'})"
+                f"cache {cache.path} has no encoder {key!r} (it has: {', '.join(cache.encoders()) or 'none'})"
+            )
+        if key not in images:
+            raise VadpipeError(
+                f"{key!r} in {cache.path} is a captioner, not an image encoder; pass the CLIP image encoder "
+                f"it was built on ({cache.recipe(key).get('clip_key')!r}) as --encoder"
             )
         return key
 

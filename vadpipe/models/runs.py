@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from vadpipe.cache import FeatureCache
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.errors import VadpipeError
 from vadpipe.models.base import Head, get_head, load_head
+from vadpipe.models.redefine import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, redefine
 from vadpipe.scores import write_scores
 
 
@@ -34,8 +36,17 @@ def score_run(
     out: str | Path,
     split: str | None = "test",
     skip_missing: bool = False,
+    normal: Sequence[str] = (),
+    anomaly: Sequence[str] = (),
+    redefine_threshold: float = DEFAULT_THRESHOLD,
+    redefine_strength: float = DEFAULT_STRENGTH,
 ) -> tuple[Path, list[str]]:
     """Score the ``split`` videos with the head saved in ``run_dir``; write a scores store.
+
+    With ``normal`` / ``anomaly`` phrases the scores are then redefined by text guidance
+    (:func:`vadpipe.models.redefine.redefine`, Gao et al. eq. 10; ``redefine_strength`` is both
+    gamma and theta) and the phrases, threshold and number of frames moved are recorded in
+    the store's ``redefinition`` attribute.
 
     Returns the store path and the video ids skipped (only with ``skip_missing``: videos
     that are not done in the cache, e.g. failed to decode).
@@ -51,6 +62,22 @@ def score_run(
         skipped = [v for v in ids if v not in done]
         ids = [v for v in ids if v in done]
     scores = model.score_videos(cache, ids)
+    redefinition = None
+    if normal or anomaly:
+        adjusted = redefine(
+            scores, cache, model.encoder, normal=normal, anomaly=anomaly, threshold=redefine_threshold,
+            normal_strength=redefine_strength, anomaly_strength=redefine_strength,
+        )
+        redefinition = {
+            "normal": list(normal),
+            "anomaly": list(anomaly),
+            "threshold": redefine_threshold,
+            "normal_strength": redefine_strength,
+            "anomaly_strength": redefine_strength,
+            "frames_lowered": int(sum((adjusted[v].score < scores[v].score).sum() for v in scores)),
+            "frames_raised": int(sum((adjusted[v].score > scores[v].score).sum() for v in scores)),
+        }
+        scores = adjusted
     meta = {
         "head": json.loads((Path(run_dir) / "config.json").read_text()),
         "encoder": model.encoder,
@@ -59,5 +86,6 @@ def score_run(
         "manifest": manifest.source,
         "split": split,
         "skipped": skipped,
+        "redefinition": redefinition,
     }
     return write_scores(out, scores, meta), skipped

@@ -1,0 +1,176 @@
+"""Benchmark: one training epoch of the ``anomalyclip`` head on a UCF-Crime-sized cache.
+
+UCF-Crime's training split: 800 normal + 810 anomalous videos (13 classes), ~440 sampled
+frames each, 512-d (ViT-B-32: the head's text tower must be the cache's model, so the cache
+is written under ``ViT-B-32:random``, which builds offline); 290 test videos are scored.
+The head runs with the paper's defaults (S=32, F=16, B=64, embedding 256, 1 layer, CoOp
+8 contexts, fine-tuned text projection) and ``epochs=1``.
+
+Reports seconds per epoch and per step, peak memory (RSS) of the training process, and the
+scoring time of the test videos. ``--scale`` shrinks the number of videos (not the clip or
+batch size, so one step costs the same); the report extrapolates to the full size:
+an epoch is ceil(810 / 32) = 26 steps at full size, the features held in memory grow with
+the number of videos, and scoring time grows with the number of test videos.
+
+    python bench/bench_anomalyclip.py [--scale 1.0] [--device cpu] [--threads N] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+UCF = {"normal": 800, "anomalous": 810, "test_normal": 150, "test_anomalous": 140, "frames": 440}
+CLASSES = ["Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "RoadAccidents",
+           "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism"]
+KEY = "ViT-B-32:random"
+DIM = 512
+
+
+def counts(scale: float) -> dict:
+    return {k: (max(2, round(v * scale)) if k != "frames" else v) for k, v in UCF.items()}
+
+
+def build(root: Path, scale: float, seed: int = 0) -> None:
+    """Write the synthetic cache and its manifest (run in a child process, so the parent's
+    peak RSS measures training alone)."""
+    from vadpipe.cache import FeatureCache
+    from vadpipe.data_manifests import Interval, Manifest, VideoEntry
+    from vadpipe.featurize.encoders import load_clip
+
+    n = counts(scale)
+    rng = np.random.default_rng(seed)
+    enc = load_clip(KEY)
+    cache = FeatureCache(root / "cache.zarr", mode="a")
+    cache.ensure_encoder(KEY, {**enc.recipe(), "sampling": {"mode": "synthetic-bench", "stride": 16}})
+    normal_centre = rng.normal(size=DIM)
+    class_dirs = rng.normal(size=(len(CLASSES), DIM)) * 0.6
+    entries = []
+
+    def video(vid: str, split: str, label: str) -> None:
+        T = int(rng.integers(n["frames"] // 2, 3 * n["frames"] // 2 + 1))  # mean ~440
+        emb = normal_centre + rng.normal(size=(T, DIM)).astype(np.float32)
+        intervals = ()
+        if label != "normal":
+            length = int(rng.integers(T // 8, T // 2))
+            start = int(rng.integers(0, T - length))
+            emb[start : start + length] += class_dirs[CLASSES.index(label)] * np.sqrt(DIM) / 4
+            intervals = (Interval(start * 16, (start + length) * 16),)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        cache.write_video(KEY, vid, np.arange(T) * 16, np.arange(T) * 16 / 30.0, emb.astype(np.float16),
+                          {"num_frames": T * 16, "fps": 30.0})
+        entries.append(VideoEntry(vid, f"{vid}.mp4", split, label, intervals if split == "test" else (),
+                                  num_frames=T * 16))
+
+    for i in range(n["normal"]):
+        video(f"train_normal{i:04d}", "train", "normal")
+    for i in range(n["anomalous"]):
+        video(f"train_{CLASSES[i % 13]}{i:04d}", "train", CLASSES[i % 13])
+    for i in range(n["test_normal"]):
+        video(f"test_normal{i:04d}", "test", "normal")
+    for i in range(n["test_anomalous"]):
+        video(f"test_{CLASSES[i % 13]}{i:04d}", "test", CLASSES[i % 13])
+    Manifest(entries).save(root / "manifest.csv")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of UCF-Crime's video counts")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--dir", default="/tmp/vadpipe-bench-anomalyclip")
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    root = Path(args.dir) / f"scale-{args.scale:g}"
+    if args.build:
+        build(root, args.scale)
+        return
+
+    if not (root / "manifest.csv").exists():
+        t0 = time.perf_counter()
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, __file__, "--build", "--scale", str(args.scale), "--dir", args.dir], check=True)
+        print(f"built the synthetic cache in {time.perf_counter() - t0:.0f} s: {root}")
+
+    import torch
+
+    import vadpipe.models.anomalyclip as ac
+    from vadpipe.cache import FeatureCache
+    from vadpipe.data_manifests import load_manifest
+    from vadpipe.models import get_head
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cache, manifest = FeatureCache(root / "cache.zarr"), load_manifest(root / "manifest.csv")
+    n = counts(args.scale)
+    frames = sum(cache.read(KEY, e.video_id).emb.shape[0] for e in manifest.select(split="train"))
+    rss_start = peak_rss_mb()
+
+    timings = {}
+    train = ac.train_anomalyclip
+
+    def timed_train(*a, **k):  # the optimisation loop alone, without reading or the text tower
+        t0 = time.perf_counter()
+        out = train(*a, **k)
+        timings["train"] = time.perf_counter() - t0
+        return out
+
+    ac.train_anomalyclip = timed_train
+    head = get_head("anomalyclip", epochs=1, device=args.device)
+    t0 = time.perf_counter()
+    head.fit(cache, manifest)
+    fit_s = time.perf_counter() - t0
+    rss_fit = peak_rss_mb()
+    steps = len(head.history_)
+
+    test_ids = manifest.ids("test")
+    t0 = time.perf_counter()
+    scores = head.score_videos(cache, test_ids)
+    score_s = time.perf_counter() - t0
+    test_frames = sum(len(s.score) for s in scores.values())
+
+    full_steps = math.ceil(UCF["anomalous"] / (head.config.batch_size // 2))
+    step_s = timings["train"] / steps
+    feat_bytes_full = (UCF["normal"] + UCF["anomalous"]) * UCF["frames"] * DIM * 2
+    feat_bytes_here = frames * DIM * 2
+    report = {
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "scale": args.scale,
+        "train_videos": n["normal"] + n["anomalous"],
+        "train_sampled_frames": frames,
+        "steps_per_epoch": steps,
+        "seconds_per_step": round(step_s, 2),
+        "seconds_per_epoch_measured": round(timings["train"], 1),
+        "fit_seconds_total": round(fit_s, 1),
+        "peak_rss_mb_before_fit": round(rss_start),
+        "peak_rss_mb_fit": round(rss_fit),
+        "test_videos": len(test_ids),
+        "test_sampled_frames": test_frames,
+        "score_seconds": round(score_s, 1),
+        "extrapolated_full_size": {
+            "steps_per_epoch": full_steps,
+            "seconds_per_epoch": round(step_s * full_steps),
+            "peak_rss_mb": round(rss_fit + (feat_bytes_full - feat_bytes_here) / 2**20),
+            "score_seconds_290_videos": round(score_s / max(test_frames, 1) * 290 * UCF["frames"]),
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

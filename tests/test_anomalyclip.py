@@ -1,0 +1,377 @@
+"""The ``anomalyclip`` head (Zanella et al. 2024): planted structure, each loss term, the
+clip layouts, the CoOp prompt learner, save/load and determinism."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from vadpipe.data_manifests import Interval, Manifest, VideoEntry
+from vadpipe.errors import VadpipeError
+from vadpipe.models import get_head, load_head
+from vadpipe.models import anomalyclip_losses as L
+from vadpipe.models.anomalyclip import (
+    AnomalyClipConfig,
+    AnomalyClipNet,
+    inference_clip_indices,
+    lr_at,
+    training_clip_indices,
+)
+from vadpipe.models.zeroshot import class_prompt
+
+from conftest import TINY_KEY, planted_cache
+
+D = 64
+CLASSES = ["Arson", "Fighting", "RoadAccidents"]
+# small clips and a short run: the paper's S=32, F=16, B=64, 50 epochs do not fit a unit test
+FAST = dict(num_segments=8, frames_per_segment=4, top_k=2, batch_size=8, embed_dim=64, heads=4,
+            steps=300, lr=1e-3, device="cpu")
+
+
+def unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def planted_weak(path, tiny_encoder, seed=0, n_train=12, T=48, shift=0.6, nuisance=0.8, noise=0.03):
+    """Weakly-labelled planted cache.
+
+    Normal frames lie near a prototype n0. An anomalous video of class c has one contiguous
+    run (a quarter to a half of it) shifted by ``shift`` along v_c, the part of c's text
+    embedding (vadpipe-tiny, ``encode_text`` of the class name) orthogonal to n0. Every
+    other video, normal or not, is moved as a whole by ``nuisance`` along a direction
+    orthogonal to n0 and to every v_c ("another scene"): a large deviation from the
+    prototype that is not an anomaly, which a distance-to-prototype score cannot tell apart.
+    Training videos carry only their video label; test videos carry the anomalous run.
+    """
+    rng = np.random.default_rng(seed)
+    text = tiny_encoder.encode_text([class_prompt(c) for c in CLASSES])  # (C D)
+    n0 = unit(rng.normal(size=D))
+    v = unit(text - (text @ n0)[:, None] * n0)  # (C D)
+    basis = np.linalg.qr(np.concatenate([n0[:, None], v.T], axis=1))[0]  # (D 1+C)
+    nu = rng.normal(size=(D, 4))
+    nu = np.linalg.qr(nu - basis @ (basis.T @ nu))[0].T  # (4 D), orthogonal to n0 and v
+    rows, entries = [], []
+
+    def video(vid, split, label, i):
+        emb = n0 + noise * rng.normal(size=(T, D))
+        if i % 2:
+            emb += nuisance * nu[rng.integers(4)]
+        intervals = ()
+        if label != "normal":
+            length = int(rng.integers(T // 4, T // 2))
+            start = int(rng.integers(0, T - length))
+            emb[start : start + length] += shift * v[CLASSES.index(label)]
+            intervals = (Interval(start, start + length),)
+        rows.append({"video_id": vid, "emb": emb})
+        entries.append(VideoEntry(vid, "x", split, label, intervals if split == "test" else (), num_frames=T))
+
+    for i in range(n_train):
+        video(f"train_normal{i}", "train", "normal", i)
+    for i in range(n_train):
+        video(f"train_anomalous{i}", "train", CLASSES[i % 3], i // 3)
+    for i in range(6):
+        video(f"test_normal{i}", "test", "normal", i)
+    for i in range(9):
+        video(f"test_anomalous{i}", "test", CLASSES[i % 3], i // 3)
+    return planted_cache(path, rows), Manifest(entries)
+
+
+def frame_auc_mauc(manifest, scores):
+    """Frame AUC of the score, and mean over classes of the one-vs-rest AUC of p_{A,c}."""
+    y, s, cls, probs = [], [], [], []
+    for vid, sc in scores.items():
+        e = manifest[vid]
+        y.append(e.frame_labels(sc.num_frames)[sc.frame_index])
+        cls.append(e.frame_classes(sc.num_frames)[sc.frame_index])
+        s.append(sc.score)
+        probs.append(sc.class_probs)
+    y, s, cls, probs = map(np.concatenate, (y, s, cls, probs))
+    names = list(next(iter(scores.values())).class_names)
+    mauc = np.mean([roc_auc_score(cls == c, probs[:, names.index(c)]) for c in CLASSES])
+    return roc_auc_score(y, s), mauc
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, tiny_encoder):
+    cache, manifest = planted_weak(tmp_path_factory.mktemp("anomalyclip") / "p.zarr", tiny_encoder)
+    head = get_head("anomalyclip", **FAST).fit(cache, manifest)
+    return cache, manifest, head
+
+
+# ---------------------------------------------------------------- planted structure
+def test_detects_and_recognises_planted_anomalies(planted):
+    cache, manifest, head = planted
+    assert head.encoder == TINY_KEY and head.class_names_ == tuple(CLASSES)
+    scores = head.score_videos(cache, manifest.ids("test"))
+    auc, mauc = frame_auc_mauc(manifest, scores)
+    print(f"anomalyclip AUC {auc:.3f} mAUC {mauc:.3f}")
+    assert auc >= 0.90 and mauc >= 0.90, (auc, mauc)
+
+    zs_scores = get_head("zeroshot").fit(cache, manifest).score_videos(cache, manifest.ids("test"))
+    zs_auc, zs_mauc = frame_auc_mauc(manifest, zs_scores)
+    proto = get_head("prototype").fit(cache, manifest).score_videos(cache, manifest.ids("test"))
+    y = np.concatenate([manifest[v].frame_labels(s.num_frames) for v, s in proto.items()])
+    proto_auc = roc_auc_score(y, np.concatenate([s.score for s in proto.values()]))
+    print(f"prototype AUC {proto_auc:.3f}; zeroshot AUC {zs_auc:.3f} mAUC {zs_mauc:.3f}")
+    assert auc >= proto_auc + 0.1 and auc >= zs_auc + 0.1, (auc, proto_auc, zs_auc)
+    assert mauc >= zs_mauc + 0.1, (mauc, zs_mauc)
+
+    s = scores["test_anomalous0"]
+    assert s.class_probs.shape == (48, 3) and s.score.shape == (48,)
+    # p_{A,c} = p_A p(c|A): the class probabilities add up to p_A
+    np.testing.assert_allclose(s.class_probs.sum(axis=1), s.score, rtol=1e-5, atol=1e-6)
+    totals = [h["total"] for h in head.history_]
+    assert np.mean(totals[-20:]) < np.mean(totals[:20])
+
+
+def test_save_load_gives_identical_scores_without_a_text_model(planted, tmp_path, monkeypatch):
+    cache, manifest, head = planted
+    ids = manifest.ids("test")
+    before = head.score_videos(cache, ids)
+    head.save(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "weights.safetensors"]
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    for key in ("prototype", "directions", "prompt.ctx", "prompt.text_projection",
+                "selector.bn.running_mean", "selector.bn.running_var", "temporal.proj.weight"):
+        assert key in saved and saved[key].dtype == np.float32
+    assert saved["prompt.ctx"].shape == (3, 8, 64)
+
+    import vadpipe.models.text as text
+
+    def no_text_model(*a, **k):
+        raise AssertionError("scoring must not load the text tower")
+
+    monkeypatch.setattr(text, "text_encoder_for", no_text_model)
+    loaded = load_head(tmp_path / "run")
+    assert loaded.class_names_ == tuple(CLASSES)
+    import json
+
+    loaded.save(tmp_path / "again")  # the training summary survives a load / save round trip
+    extra = json.loads((tmp_path / "again" / "config.json").read_text())["extra"]
+    assert extra["training_steps"] == 300 and extra["class_texts"] == ["arson", "fighting", "road accidents"]
+    after = loaded.score_videos(cache, ids)
+    for vid in ids:
+        np.testing.assert_array_equal(before[vid].score, after[vid].score)
+        np.testing.assert_array_equal(before[vid].class_probs, after[vid].class_probs)
+        np.testing.assert_array_equal(before[vid].frame_index, after[vid].frame_index)
+
+    from vadpipe.scores import ScoresStore, write_scores  # the store evaluate reads keeps p_{A,c}
+
+    store = ScoresStore(write_scores(tmp_path / "scores.zarr", after, {"head": "anomalyclip"}))
+    assert store.class_names == tuple(CLASSES)
+    np.testing.assert_array_equal(store.read(ids[-1]).class_probs, after[ids[-1]].class_probs)
+
+
+def test_scores_videos_of_any_length(planted):
+    _, _, head = planted
+    rng = np.random.default_rng(0)
+    for T in (1, 7, 32, 33, 100):  # shorter than, equal to and longer than S*F = 32
+        p_a, p_ac = head.score_frames(rng.normal(size=(T, D)).astype(np.float16))
+        assert p_a.shape == (T,) and p_ac.shape == (T, 3)
+        assert np.all((p_a >= 0) & (p_a <= 1)) and np.isfinite(p_ac).all()
+
+
+def test_training_is_seeded_and_deterministic(tmp_path, tiny_encoder):
+    cache, manifest = planted_weak(tmp_path / "d.zarr", tiny_encoder, n_train=3, T=20)
+    quick = {**FAST, "steps": 4}
+    ids = manifest.ids("test")[-2:]
+    runs = [get_head("anomalyclip", **quick, seed=s).fit(cache, manifest).score_videos(cache, ids) for s in (3, 3, 4)]
+    for vid in ids:
+        np.testing.assert_array_equal(runs[0][vid].score, runs[1][vid].score)
+        np.testing.assert_array_equal(runs[0][vid].class_probs, runs[1][vid].class_probs)
+    assert any(not np.array_equal(runs[0][v].score, runs[2][v].score) for v in ids)
+
+
+def test_class_descriptions_replace_bare_names(tmp_path, tiny_encoder):
+    cache, manifest = planted_weak(tmp_path / "c.zarr", tiny_encoder, n_train=3, T=20)
+    head = get_head("anomalyclip", **{**FAST, "steps": 1},
+                    class_descriptions={"Arson": "a building set on fire"}).fit(cache, manifest)
+    assert head.class_texts_ == ["a building set on fire", "fighting", "road accidents"]
+    with pytest.raises(VadpipeError, match="unknown class.*Riot"):
+        get_head("anomalyclip", **FAST, class_descriptions={"Riot": "x"}).fit(cache, manifest)
+
+
+def test_clear_errors(tmp_path, tiny_encoder):
+    with pytest.raises(VadpipeError, match="top_k"):
+        get_head("anomalyclip", num_segments=2, top_k=3)
+    with pytest.raises(VadpipeError, match="batch_size"):
+        get_head("anomalyclip", batch_size=7)
+    with pytest.raises(VadpipeError, match="mask_ratio"):
+        get_head("anomalyclip", mask_ratio=1.0)
+    cache, manifest = planted_weak(tmp_path / "e.zarr", tiny_encoder, n_train=2, T=20)
+    only_normal = Manifest([e for e in manifest if e.is_normal or e.split == "test"])
+    with pytest.raises(VadpipeError, match="0 anomalous"):
+        get_head("anomalyclip", **FAST).fit(cache, only_normal)
+
+
+def test_paper_sized_model_has_the_papers_parameter_count():
+    """Table 11's 1-layer, 256-d axial transformer: 10.4 M trainable parameters with the CoOp
+    contexts (13 classes x 8 x 512) and the fine-tuned 512 x 512 text projection."""
+    net = AnomalyClipNet(512, 13, AnomalyClipConfig())
+    n = sum(p.numel() for p in net.parameters()) + 13 * 8 * 512 + 512 * 512
+    assert abs(n / 1e6 - 10.4) < 0.05, n
+
+
+# ---------------------------------------------------------------- clip layouts, schedule
+def test_training_clips_take_consecutive_frames_from_each_block():
+    rng = np.random.default_rng(0)
+    idx = training_clip_indices(100, 4, 5, rng)  # blocks of 25 frames
+    assert idx.shape == (4, 5)
+    assert np.all(np.diff(idx, axis=1) == 1)
+    assert np.all(idx[:, 0] // 25 == np.arange(4)) and np.all(idx[:, -1] // 25 == np.arange(4))
+    short = training_clip_indices(7, 4, 5, rng)  # loop padding: indices wrap around the video
+    assert short.shape == (4, 5) and short.max() < 7 and set(short.ravel()) == set(range(7))
+
+
+@pytest.mark.parametrize("T", [1, 7, 40, 41, 200])
+def test_inference_passes_cover_every_frame_in_order(T):
+    S, F = 4, 5
+    idx = inference_clip_indices(T, S, F)  # (J S F)
+    J = math.ceil(T / (S * F))
+    assert idx.shape == (J, S, F)
+    flat = idx.transpose(1, 0, 2).reshape(-1)
+    np.testing.assert_array_equal(flat[:T], np.arange(T))
+    np.testing.assert_array_equal(flat[T:], np.arange(len(flat) - T) % T)  # loop padding
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 1e-3
+
+
+# ---------------------------------------------------------------- each loss term
+def grad_of(loss_fn, *tensors):
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    value = loss_fn(*leaves)
+    value.backward()
+    return value.item(), [t.grad for t in leaves]
+
+
+def test_anomalous_direction_loss():
+    sel_top = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (Ba=1 K=2 F=2), labelled class
+    value, (g,) = grad_of(L.loss_anomalous_direction, sel_top)
+    assert value == pytest.approx(-2.5)  # eq. 7: -sum / (K F)
+    assert torch.all(g < 0)  # raising the labelled class's likelihood lowers the loss
+
+
+def test_anomalous_top_loss():
+    logit = torch.zeros(1, 1, 2)  # p_A = 0.5
+    sel = torch.tensor([[[[2.0, 0.0], [0.0, 0.0]]]])  # (1 1 2 C=2)
+    labels = torch.tensor([0])
+    value, (g_logit, g_sel) = grad_of(lambda z, s: L.loss_anomalous_top(z, s, labels), logit, sel)
+    p_c = torch.softmax(sel, dim=-1)[0, 0, :, 0]  # p(c=0|A) per frame
+    expected = -(torch.log(0.5 * p_c)).mean()
+    assert value == pytest.approx(expected.item(), rel=1e-6)  # eq. 8: -mean log p_{A,c}
+    assert torch.all(g_logit < 0)  # more anomalous -> lower loss
+    assert torch.all(g_sel[..., 0] < 0) and torch.all(g_sel[..., 1] > 0)  # labelled class up, others down
+
+
+def test_normal_frame_losses():
+    logit = torch.tensor([[[0.0, math.log(3.0)]]])  # p_A = 0.5, 0.75
+    value, (g,) = grad_of(L.loss_normal_frames, logit)
+    assert value == pytest.approx(-(math.log(0.5) + math.log(0.25)) / 2)  # eqs. 9, 11: -mean log p_N
+    assert torch.all(g > 0)  # less anomalous -> lower loss
+
+
+def test_normal_direction_loss():
+    sel = torch.arange(8.0).view(1, 2, 2, 2)  # (Bn S F C)
+    value, (g,) = grad_of(L.loss_normal_direction, sel)
+    assert value == pytest.approx(3.5)  # eq. 10: sum / (S F C)
+    assert torch.all(g > 0)
+
+
+def test_sparsity_loss():
+    logit = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])  # p = .5 .5 .75 .5
+    value, (g,) = grad_of(L.loss_sparsity, logit)
+    assert value == pytest.approx((0.5 + 0.5 + 0.75 + 0.5) / 4)  # eq. 12
+    assert torch.all(g > 0)
+
+
+def test_smoothness_loss():
+    p = torch.tensor([0.5, 0.5, 0.75, 0.5])
+    logit = torch.logit(p).view(1, 2, 2)  # flattened over segments: the spike is frame 2
+    value, (g,) = grad_of(L.loss_smoothness, logit)
+    assert value == pytest.approx(2 * 0.25**2)  # eq. 13, squared differences
+    g = g.view(-1)
+    assert g[2] > 0 and g[1] < 0 and g[3] < 0 and g[0] == 0  # flatten the spike
+
+
+def test_mil_selection_and_the_full_objective():
+    B, S, F, C = 2, 4, 2, 2
+    sel = torch.zeros(B, S, F, C)
+    sel[0, 2, :, 1] = 3.0  # anomalous clip of class 1: segment 2 is its most class-1 segment
+    sel[0, 0, :, 1] = -3.0  # and segment 0 its least
+    sel[0, 3, :, 0] = 5.0  # class 0 is not its label: must not drive its selection
+    sel[1, 1] = 2.0  # normal clip: segment 1 is the most anomalous over all classes
+    logit = torch.zeros(B, S, F)
+    labels = torch.tensor([1, -1])
+    keep = torch.ones(B, S, dtype=torch.bool)
+    terms = L.anomalyclip_loss(sel, logit, labels, keep, 1, 8e-3, 8e-4)
+    assert terms["anomalous_direction"].item() == pytest.approx(-3.0)
+    assert terms["anomalous_bottom"].item() == pytest.approx(math.log(2))
+    assert terms["normal_direction"].item() == pytest.approx(sel[1].mean().item())
+    expected = sum(terms[k] for k in ("anomalous_direction", "anomalous_top", "anomalous_bottom",
+                                      "normal_direction", "normal_top"))
+    expected = expected + 8e-3 * terms["sparsity"] + 8e-4 * terms["smoothness"]
+    assert terms["total"].item() == pytest.approx(expected.item())
+    # a masked segment is never selected, even when it is the best one
+    keep[0, 2] = False
+    terms = L.anomalyclip_loss(sel, logit, labels, keep, 1, 8e-3, 8e-4)
+    assert terms["anomalous_direction"].item() == pytest.approx(0.0)
+
+
+def test_keep_mask_masks_most_segments_but_keeps_k():
+    draws = torch.rand(500, 32, generator=torch.Generator().manual_seed(0))
+    keep = L.keep_mask(draws, 0.7, 3)
+    assert keep.sum(dim=1).min() >= 3
+    assert 0.27 < keep.float().mean().item() < 0.33
+    assert L.keep_mask(torch.rand(10, 4), 0.99, 3).sum(dim=1).eq(3).all()
+
+
+# ---------------------------------------------------------------- CoOp prompt learner
+def test_prompt_learner_is_the_text_tower_with_learned_context(tiny_encoder):
+    from vadpipe.models.prompt_learner import PromptLearner
+
+    texts = ["fighting", "a car crashing into a wall"]
+    model = tiny_encoder.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    learner = PromptLearner(model, tiny_encoder.tokenizer, texts, n_ctx=4, train_projection=True)
+    assert learner.ctx.shape == (2, 4, 64) and learner.ctx.std().item() == pytest.approx(0.02, rel=0.3)
+    assert {n for n, p in learner.named_parameters() if p.requires_grad} == {"ctx", "text_projection"}
+    with torch.no_grad():  # context = the placeholder's own embedding -> exactly the tower's output
+        learner.ctx.copy_(model.token_embedding(tiny_encoder.tokenizer(["X"]))[0, 1].expand_as(learner.ctx))
+        ref = model.encode_text(tiny_encoder.tokenizer([f"X X X X {t}." for t in texts]))
+        torch.testing.assert_close(learner(), ref, rtol=1e-5, atol=1e-5)
+    learner().sum().backward()  # gradients reach the context, not the shared encoder
+    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    shared = PromptLearner(model, tiny_encoder.tokenizer, texts, n_ctx=4, shared_context=True)
+    assert shared.ctx.shape == (4, 64) and shared().shape == (2, 64)
+
+
+def test_prompt_learner_follows_a_coca_text_tower():
+    """CoCa appends a CLS token after the text and pools it: the learner does the same."""
+    from pathlib import Path
+
+    import vadpipe
+    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.models.prompt_learner import PromptLearner
+
+    if not (Path(vadpipe.__file__).parent / "model_configs" / "vadpipe-tiny-coca.json").exists():
+        pytest.skip("no tiny CoCa config shipped")
+    enc = load_clip("vadpipe-tiny-coca:random")
+    texts = ["fighting", "a car crashing into a wall"]
+    learner = PromptLearner(enc.model, enc.tokenizer, texts, n_ctx=4)
+    with torch.no_grad():
+        learner.ctx.copy_(enc.model.text.token_embedding(enc.tokenizer(["X"]))[0, 1].expand_as(learner.ctx))
+        ref = enc.model.encode_text(enc.tokenizer([f"X X X X {t}." for t in texts]), normalize=True)
+        torch.testing.assert_close(torch.nn.functional.normalize(learner(), dim=-1), ref, rtol=1e-5, atol=1e-5)

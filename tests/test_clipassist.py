@@ -1,0 +1,226 @@
+"""The ``clipassist`` head (Dong 2024): both modes on a planted weakly-labelled cache, the GCN."""
+
+import numpy as np
+import pytest
+import torch
+
+from vadpipe.data_manifests import Interval, Manifest, VideoEntry
+from vadpipe.errors import VadpipeError
+from vadpipe.models import get_head, load_head
+from vadpipe.models.clipassist import (
+    GlobalTemporalAdapter,
+    distance_adjacency,
+    majority_vote,
+    similarity_adjacency,
+    video_class_similarity,
+)
+from vadpipe.models.text import embed_prompts
+from vadpipe.models.zeroshot import load_prompt_set
+
+from conftest import planted_cache
+from test_zeroshot import frame_auc
+
+D, T, SEG = 64, 48, 12
+CLASSES = ("Arson", "Fighting")
+FAST = {"video": dict(epochs=8, lr=3e-3, batch_size=16), "frame": dict(epochs=10, lr=1e-2, batch_size=16)}
+
+
+@pytest.fixture(scope="module")
+def weak(tmp_path_factory, tiny_encoder):
+    """8 normal + 8 anomalous training videos (video-level labels only) and 8 test videos.
+
+    Frames lie around a scene vector pulled toward the text of 'smoke' (one of Table 2's
+    abnormal situations: a hazy but normal scene, so zero-shot scoring is misled); an
+    anomalous video has a 12-frame segment shifted along its class's description embedding
+    (dong-categories). The heads must learn, from video labels alone, which is which.
+    """
+    rng = np.random.default_rng(0)
+    descriptions = load_prompt_set("dong-categories").classes
+    direction = {c: embed_prompts(tiny_encoder, list(descriptions[c]), ("{}",))[0] for c in CLASSES}
+    smoke = embed_prompts(tiny_encoder, ["smoke"], ("{}",))[0]
+    scene = rng.normal(size=D)
+    scene = scene / np.linalg.norm(scene) + smoke
+    rows, entries = [], []
+
+    def video(vid, split, label, anomalous):
+        emb = scene + 0.05 * rng.normal(size=(T, D))
+        intervals = ()
+        if anomalous:
+            a = int(rng.integers(0, T - SEG))
+            emb[a : a + SEG] += direction[label]
+            intervals = (Interval(a, a + SEG),)
+        rows.append({"video_id": vid, "emb": emb})
+        frames = T if split == "test" else None
+        entries.append(VideoEntry(vid, "x", split, label if anomalous else "normal", intervals, num_frames=frames))
+
+    for i in range(8):
+        video(f"n{i}", "train", None, False)
+        video(f"a{i}", "train", CLASSES[i % 2], True)
+        video(f"t{i}", "test", CLASSES[i % 2], i % 4 != 3)
+    return planted_cache(tmp_path_factory.mktemp("weak") / "w.zarr", rows), Manifest(entries)
+
+
+@pytest.fixture(scope="module")
+def fitted(weak):
+    cache, manifest = weak
+    return {mode: get_head("clipassist", mode=mode, **FAST[mode]).fit(cache, manifest) for mode in ("video", "frame")}
+
+
+@pytest.mark.parametrize("mode", ["video", "frame"])
+def test_learns_planted_anomalies_from_video_labels(weak, fitted, mode):
+    cache, manifest = weak
+    head = fitted[mode]
+    assert head.class_names_ == CLASSES
+    scores = head.score_videos(cache, manifest.ids("test"))
+    auc = frame_auc(manifest, scores)
+    assert auc >= 0.9
+    untrained = get_head("clipassist", mode=mode, epochs=0).fit(cache, manifest)
+    assert frame_auc(manifest, untrained.score_videos(cache, manifest.ids("test"))) < auc - 0.1
+    # recognition: on anomalous frames the right class has the highest probability
+    hits = []
+    for vid, s in scores.items():
+        truth = manifest[vid].frame_classes(T)
+        ab = truth != "normal"
+        assert s.class_probs.shape == (T, len(CLASSES)) and s.class_names == CLASSES
+        assert np.all(s.class_probs.sum(axis=1) <= s.score + 1e-5)
+        hits += list(np.array(CLASSES)[s.class_probs[ab].argmax(axis=1)] == truth[ab])
+    assert np.mean(hits) >= 0.8
+    assert len(s.explanation) == T and set(s.explanation) <= set(head.texts_)
+
+
+@pytest.mark.parametrize("mode", ["video", "frame"])
+def test_save_load_gives_identical_scores(tmp_path, weak, fitted, mode):
+    cache, manifest = weak
+    before = fitted[mode].score_videos(cache, manifest.ids("test"))
+    fitted[mode].save(tmp_path / mode)
+    after = load_head(tmp_path / mode).score_videos(cache, manifest.ids("test"))
+    for vid, s in before.items():
+        np.testing.assert_array_equal(s.score, after[vid].score)
+        np.testing.assert_array_equal(s.class_probs, after[vid].class_probs)
+        assert list(s.explanation) == list(after[vid].explanation)
+
+
+def test_training_is_seeded_and_deterministic(weak):
+    cache, manifest = weak
+    runs = [
+        get_head("clipassist", mode="video", epochs=2, lr=3e-3, batch_size=8, seed=seed).fit(cache, manifest)
+        for seed in (1, 1, 2)
+    ]
+    ids = manifest.ids("test")[:2]
+    first, again, other = (r.score_videos(cache, ids) for r in runs)
+    for vid in ids:
+        np.testing.assert_array_equal(first[vid].score, again[vid].score)
+    assert any(not np.array_equal(first[v].score, other[v].score) for v in ids)
+
+
+def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(weak):
+    cache, manifest = weak
+    head = get_head("clipassist", mode="video", epochs=1, max_frames=20).fit(cache, manifest)
+    s = head.score_videos(cache, ["t0"])["t0"]
+    assert s.score.shape == (T,)
+    f = cache.read(head.encoder, "t0").emb.astype(np.float32)
+    for a in (0, 20, 40):  # each chunk of max_frames is its own graph
+        np.testing.assert_allclose(s.score[a : a + 20], 1 - head._class_probs_video(f[a : a + 20])[:, 0], rtol=1e-5)
+
+
+def test_gcn_adjacencies_match_a_hand_computation():
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0], [-1.0, 0.0]])  # 4 frames, D = 2
+    n = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cos = n @ n.T
+    want_sim = np.exp(cos) / np.exp(cos).sum(axis=1, keepdims=True)
+    got_sim = similarity_adjacency(torch.tensor(x[None], dtype=torch.float32))[0].numpy()
+    np.testing.assert_allclose(got_sim, want_sim, rtol=1e-5)
+
+    for sigma in (1.0, 3.0):
+        d = np.abs(np.arange(4)[:, None] - np.arange(4)[None, :])
+        want_dis = np.exp(-d / sigma) / np.exp(-d / sigma).sum(axis=1, keepdims=True)
+        got_dis = distance_adjacency(4, sigma).numpy()
+        np.testing.assert_allclose(got_dis, want_dis, rtol=1e-5)
+        # sigma sets the range: one frame apart weighs exp(-1/sigma) of the frame itself
+        np.testing.assert_allclose(got_dis[1, 2] / got_dis[1, 1], np.exp(-1 / sigma), rtol=1e-5)
+
+    # a padded frame gets no weight, and rows still sum to one
+    valid = torch.tensor([[True, True, True, False]])
+    masked = distance_adjacency(4, 2.0, valid)[0].numpy()
+    assert np.all(masked[:, 3] == 0) and np.allclose(masked.sum(axis=1), 1)
+    d3 = np.abs(np.arange(3)[:, None] - np.arange(3)[None, :])
+    np.testing.assert_allclose(masked[:3, :3], np.exp(-d3 / 2) / np.exp(-d3 / 2).sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_gcn_is_eq7_with_the_configured_sigma(weak):
+    """f_g = ReLU([softmax(M_sim) f W_sim ; softmax(M_dis) f W_dis]) by hand, sigma from the config."""
+    cache, manifest = weak
+    head = get_head("clipassist", mode="video", epochs=1, lr=1e-2, batch_size=16, sigma=2.5).fit(cache, manifest)
+    gcn = head.net_.gcn
+    assert isinstance(gcn, GlobalTemporalAdapter) and gcn.sigma == 2.5
+    x = torch.randn(1, 6, D)
+    with torch.no_grad():
+        got = gcn.graph_features(x, torch.ones(1, 6, dtype=torch.bool))[0].numpy()
+    f = x[0].numpy()
+    n = f / np.linalg.norm(f, axis=1, keepdims=True)
+    a_sim = np.exp(n @ n.T) / np.exp(n @ n.T).sum(1, keepdims=True)
+    d = np.abs(np.arange(6)[:, None] - np.arange(6)[None, :])
+    a_dis = np.exp(-d / 2.5) / np.exp(-d / 2.5).sum(1, keepdims=True)
+    w_sim, w_dis = gcn.w_sim.weight.detach().numpy().T, gcn.w_dis.weight.detach().numpy().T
+    want = np.maximum(np.concatenate([a_sim @ f @ w_sim, a_dis @ f @ w_dis], axis=1), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(gcn.out.weight.detach().numpy(), 0)  # the adapter did train
+
+
+def test_topk_class_similarity_and_majority_vote():
+    align = torch.tensor([[[0.1, 0.9], [0.5, 0.2], [0.3, 0.4], [9.0, 9.0]]])  # (1 T=4 C=2), last is padding
+    valid = torch.tensor([[True, True, True, False]])
+    s = video_class_similarity(align, valid, topk=2)[0].numpy()
+    np.testing.assert_allclose(s, [(0.5 + 0.3) / 2, (0.9 + 0.4) / 2], rtol=1e-6)
+    s = video_class_similarity(align, valid)[0].numpy()  # default k = 3 // 16 + 1 = 1
+    np.testing.assert_allclose(s, [0.5, 0.9], rtol=1e-6)
+
+    score = np.array([0.9, 0.2, 0.8, 0.7, 0.1, 0.1, 0.6])
+    np.testing.assert_allclose(majority_vote(score, 3), [1 / 2, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 1 / 3, 1 / 2])
+    np.testing.assert_array_equal(majority_vote(score, 0), score)
+
+
+def test_frame_mode_majority_vote(weak, fitted):
+    cache, manifest = weak
+    head = get_head("clipassist", mode="frame", vote_window=5, **FAST["frame"]).fit(cache, manifest)
+    raw = fitted["frame"].score_videos(cache, manifest.ids("test"))
+    voted = head.score_videos(cache, manifest.ids("test"))
+    for vid in raw:
+        np.testing.assert_allclose(voted[vid].score, majority_vote(raw[vid].score, 5))
+    assert frame_auc(manifest, voted) >= 0.9
+
+
+def test_both_modes_work_with_coca(tmp_path, weak):
+    """Both modes embed their descriptions with any open_clip text tower, CoCa's included
+    (it appends a CLS token and pools it): frame mode directly, video mode through the CoOp
+    prompt learner."""
+    from vadpipe.cache import FeatureCache
+    from vadpipe.featurize.encoders import load_clip
+
+    coca = load_clip("vadpipe-tiny-coca:random")
+    src, manifest = weak
+    cache = FeatureCache(tmp_path / "coca.zarr", mode="a")
+    cache.ensure_encoder(coca.key, {**coca.recipe(), "sampling": {"mode": "planted"}})
+    for f in src.iter_videos("vadpipe-tiny:random", manifest.ids()):
+        cache.write_video(coca.key, f.video_id, f.frame_index, f.pts, f.emb, {"num_frames": T, "fps": 25.0})
+    cache = FeatureCache(tmp_path / "coca.zarr")
+    head = get_head("clipassist", mode="frame", epochs=1).fit(cache, manifest)
+    assert head.encoder == coca.key
+    np.testing.assert_allclose(head.sim_.text[0].numpy(), coca.encode_text([head.texts_[0]])[0], atol=1e-5)
+    for mode in ("frame", "video"):
+        head = get_head("clipassist", mode=mode, epochs=1).fit(cache, manifest)
+        s = head.score_videos(cache, ["t0"])["t0"]
+        assert s.score.shape == (T,) and s.class_probs.shape == (T, len(CLASSES))
+        assert np.isfinite(s.score).all()
+
+
+def test_config_errors_are_clear(weak):
+    with pytest.raises(VadpipeError, match=r"unknown mode 'clip' \(choose from video, frame\)"):
+        get_head("clipassist", mode="clip")
+    with pytest.raises(VadpipeError, match="vote_window must be 0, 1 or odd"):
+        get_head("clipassist", mode="frame", vote_window=4)
+    with pytest.raises(VadpipeError, match="sigma must be > 0"):
+        get_head("clipassist", sigma=0)
+    cache, manifest = weak
+    with pytest.raises(VadpipeError, match="unknown prompt set 'nope'"):
+        get_head("clipassist", descriptions="nope").fit(cache, manifest)

@@ -1,0 +1,150 @@
+"""The ``kmeans`` head (Gao et al. 2024): action-prompt responses, cosine k-means, 1 - max cos.
+
+Planted normal modes must be directions the prompt set can tell apart: a response vector is
+the projection of a frame onto the N prompt embeddings, so the modes are planted along right
+singular vectors of the prompt-embedding matrix (orthogonal responses), and anomalies are
+random directions, far from every mode.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from vadpipe.data_manifests import Interval, Manifest, VideoEntry
+from vadpipe.errors import VadpipeError
+from vadpipe.models import get_head, load_head
+from vadpipe.models.kmeans import (
+    DEFAULT_TEMPLATES, PROMPTS_DIR, load_prompts, pool_window, spherical_kmeans,
+)
+from vadpipe.models.text import embed_prompts
+
+from conftest import planted_cache
+
+D = 64
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def frame_auc(manifest, scores):
+    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
+    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
+
+
+def planted_modes(tmp_path, modes, seed=0, n_train=6, n_test=5, T=40, noise=0.05):
+    """Normal frames near one of ``modes`` (mode id per frame returned); test videos have a
+    run of frames in random directions."""
+    rng = np.random.default_rng(seed)
+    rows, entries, train_modes = [], [], []
+    for i in range(n_train):
+        lab = rng.integers(len(modes), size=T)
+        rows.append({"video_id": f"tr{i}", "emb": modes[lab] + noise * rng.normal(size=(T, D))})
+        entries.append(VideoEntry(f"tr{i}", "x", "train", "normal"))
+        train_modes.append(lab)
+    for i in range(n_test):
+        emb = modes[rng.integers(len(modes), size=T)] + noise * rng.normal(size=(T, D))
+        a = int(rng.integers(5, T - 17))
+        emb[a : a + 12] = rng.normal(size=(12, D))
+        rows.append({"video_id": f"te{i}", "emb": emb})
+        entries.append(VideoEntry(f"te{i}", "x", "test", "odd", (Interval(a, a + 12),), num_frames=T))
+    return planted_cache(tmp_path / "km.zarr", rows), Manifest(entries), np.concatenate(train_modes)
+
+
+def singular_modes(prompt_emb, k):
+    """k orthonormal directions the prompts respond to independently (skipping the first,
+    the direction all prompts share)."""
+    return np.linalg.svd(prompt_emb, full_matrices=False)[2][1 : k + 1]
+
+
+def test_kinetics400_prompt_set(tmp_path):
+    names = load_prompts("kinetics400")
+    assert len(names) == 400 == len(set(names)) and all(n == n.strip() and n for n in names)
+    assert names[0] == "abseiling" and names[-1] == "zumba" and "riding a bike" in names
+    assert load_prompts(str(PROMPTS_DIR / "kinetics400.txt")) == names
+    f = tmp_path / "mine.txt"
+    f.write_text("# my scene\nwalking\n\n  cycling \n")
+    assert load_prompts(str(f)) == ["walking", "cycling"] and load_prompts(["a", "b"]) == ["a", "b"]
+    with pytest.raises(VadpipeError, match="appears twice"):
+        load_prompts(["a", "a"])
+    with pytest.raises(VadpipeError, match="nope.txt not found"):
+        load_prompts(str(tmp_path / "nope.txt"))
+
+
+def test_spherical_kmeans_recovers_modes():
+    rng = np.random.default_rng(3)
+    modes = unit(rng.normal(size=(5, 30)))
+    lab = rng.integers(5, size=600)
+    x = modes[lab] * rng.uniform(0.5, 2.0, size=(600, 1)) + 0.05 * rng.normal(size=(600, 30))  # norm is ignored
+    centres, labels = spherical_kmeans(x, 5, seed=1)
+    assert np.allclose(np.linalg.norm(centres, axis=1), 1, atol=1e-5)
+    table = np.zeros((5, 5), int)
+    np.add.at(table, (lab, labels), 1)
+    assert ((table > 0).sum(axis=1) == 1).all() and ((table > 0).sum(axis=0) == 1).all()  # a permutation
+    assert (centres @ modes.T).max(axis=1).min() > 0.99
+    again, _ = spherical_kmeans(x, 5, seed=1)
+    np.testing.assert_array_equal(centres, again)  # seeded
+    with pytest.raises(VadpipeError, match="fewer than num_centers"):
+        spherical_kmeans(x[:3], 5)
+
+
+def test_pool_window_is_a_centred_mean():
+    rng = np.random.default_rng(0)
+    emb = unit(rng.normal(size=(7, 4)))
+    pooled = pool_window(emb, 3)
+    np.testing.assert_allclose(pooled[3], unit(emb[2:5].mean(axis=0)), rtol=1e-5)
+    np.testing.assert_allclose(pooled[0], unit(emb[0:2].mean(axis=0)), rtol=1e-5)  # truncated at the ends
+    np.testing.assert_allclose(pool_window(emb, 1), emb, rtol=1e-6)
+
+
+def test_kmeans_finds_planted_modes_and_anomalies(tmp_path, tiny_encoder):
+    K = 4
+    prompt_emb = embed_prompts(tiny_encoder, load_prompts("kinetics400"), DEFAULT_TEMPLATES)
+    modes = singular_modes(prompt_emb, K)
+    cache, manifest, train_modes = planted_modes(tmp_path, modes)
+    head = get_head("kmeans", num_centers=K).fit(cache, manifest)
+    assert head.centers_.shape == (K, 400) and head.prompt_emb_.shape == (400, D)
+    scores = head.score_videos(cache, manifest.ids("test"))
+    assert frame_auc(manifest, scores) >= 0.95
+    assert set(scores["te0"].explanation) <= set(head.prompts_)
+    # the modes found are the planted ones: normal training frames of one planted mode all go
+    # to one centre, and different modes to different centres
+    train = np.concatenate([cache.read(head.encoder, v).emb for v in manifest.ids("train")])
+    found = (unit(head.response_vectors(train)) @ head.centers_.T).argmax(axis=1)
+    table = np.zeros((K, K), int)
+    np.add.at(table, (train_modes, found), 1)
+    assert ((table > 0).sum(axis=1) == 1).all() and len(np.unique(found)) == K
+
+
+def test_learned_prompts_sharpen_responses_and_save_load(tmp_path, tiny_encoder):
+    prompts = load_prompts("kinetics400")[::32]  # 13 prompts: a user list keeps this test fast
+    plain = embed_prompts(tiny_encoder, prompts, DEFAULT_TEMPLATES)
+    cache, manifest, _ = planted_modes(tmp_path, singular_modes(plain, 3), n_train=4, n_test=3)
+    params = dict(prompts=prompts, num_centers=3, learn_prompts=True, prompt_steps=12, lr=5e-3)
+    head = get_head("kmeans", **params).fit(cache, manifest)
+    losses = head.prompt_losses_
+    assert losses[-1] < losses[0]  # the pseudo-label (maximal-response) loss goes down
+    assert head.ctx_.shape == (8, 64) and not np.allclose(head.prompt_emb_, plain, atol=1e-3)
+    before = head.score_videos(cache, manifest.ids("test"))
+    assert frame_auc(manifest, before) >= 0.9
+    head.save(tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert meta["extra"]["prompts"] == prompts and meta["config"]["learn_prompts"] is True
+    after = load_head(tmp_path / "run").score_videos(cache, manifest.ids("test"))
+    for vid in before:
+        np.testing.assert_array_equal(before[vid].score, after[vid].score)
+        np.testing.assert_array_equal(before[vid].explanation, after[vid].explanation)
+    again = get_head("kmeans", **params).fit(cache, manifest)  # seeded: the same fit twice
+    np.testing.assert_array_equal(again.centers_, head.centers_)
+
+
+def test_kmeans_config_errors(tmp_path):
+    with pytest.raises(VadpipeError, match="num_centers must be >= 1"):
+        get_head("kmeans", num_centers=0)
+    rng = np.random.default_rng(0)
+    cache = planted_cache(tmp_path / "small.zarr", [{"video_id": "tr", "emb": rng.normal(size=(5, D))}])
+    manifest = Manifest([VideoEntry("tr", "x", "train", "normal")])
+    with pytest.raises(VadpipeError, match="5 normal training samples are fewer than num_centers=10"):
+        get_head("kmeans").fit(cache, manifest)

@@ -1,0 +1,199 @@
+"""The ``zeroshot`` head (Ueki 2024): prompt files, planted prompt directions, CoCa."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from vadpipe.data_manifests import Interval, Manifest, VideoEntry
+from vadpipe.errors import VadpipeError
+from vadpipe.models import get_head, load_head
+from vadpipe.models.text import embed_prompts
+from vadpipe.models.zeroshot import (
+    DEFAULT_TEMPLATES,
+    UEKI_ANOMALY_PROMPTS,
+    embed_groups,
+    list_prompt_sets,
+    load_prompt_set,
+)
+
+from conftest import planted_cache
+
+D, T, SEG = 64, 40, 12
+
+
+def frame_auc(manifest, scores):
+    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
+    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
+
+
+def planted(tmp_path, normal: np.ndarray, directions: dict, seed=0, n=8):
+    """Test videos whose frames lie around ``normal`` (a normal prompt's embedding); each
+    anomalous video's segment is shifted toward its class's direction (a text embedding).
+    Every third video is normal."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(directions)
+    rows, entries, k = [], [], 0
+    for i in range(n):
+        emb = normal + 0.05 * rng.normal(size=(T, D))
+        if i % 3 == 2:
+            entries.append(VideoEntry(f"v{i}", "x", "test", "normal", num_frames=T))
+        else:
+            c, k = classes[k % len(classes)], k + 1
+            a = int(rng.integers(0, T - SEG))
+            emb[a : a + SEG] += 2 * directions[c]
+            entries.append(VideoEntry(f"v{i}", "x", "test", c, (Interval(a, a + SEG),), num_frames=T))
+        rows.append({"video_id": f"v{i}", "emb": emb})
+    return planted_cache(tmp_path / "z.zarr", rows), Manifest(entries)
+
+
+def test_default_prompts_find_frames_shifted_toward_an_anomaly_prompt(tmp_path, tiny_encoder):
+    normal, target = embed_prompts(tiny_encoder, ["ordinary activity", "dangerous behavior"], DEFAULT_TEMPLATES)
+    cache, manifest = planted(tmp_path, normal, {"Fighting": target})
+    head = get_head("zeroshot").fit(cache, manifest)  # ueki-generic: the paper's three prompts
+    assert head.prompts_[3:] == list(UEKI_ANOMALY_PROMPTS)
+    scores = head.score_videos(cache, manifest.ids())
+    assert frame_auc(manifest, scores) >= 0.95
+    s = scores["v0"]
+    anomalous = manifest["v0"].frame_labels(T).astype(bool)
+    assert (s.explanation[anomalous] == "dangerous behavior").mean() >= 0.9
+    assert s.class_names == ("Fighting",) and s.class_probs.shape == (T, 1)
+
+
+def test_per_class_prompts_recognise_the_class(tmp_path, tiny_encoder):
+    ucf = load_prompt_set("ucf-crime")
+    classes = ["Arson", "Fighting", "RoadAccidents"]
+    directions = dict(zip(classes, embed_groups(tiny_encoder, [ucf.classes[c] for c in classes], DEFAULT_TEMPLATES)))
+    normal = embed_prompts(tiny_encoder, ucf.normal[:1], DEFAULT_TEMPLATES)[0]
+    cache, manifest = planted(tmp_path, normal, directions, n=9)
+    head = get_head("zeroshot", prompts="ucf-crime").fit(cache, manifest)
+    assert head.class_texts_ == [ucf.classes[c] for c in classes]  # found by class name in the shipped set
+    scores = head.score_videos(cache, manifest.ids())
+    assert frame_auc(manifest, scores) >= 0.95
+    hits = []
+    for vid, s in scores.items():
+        truth = manifest[vid].frame_classes(T)
+        ab = truth != "normal"
+        np.testing.assert_allclose(s.class_probs.sum(axis=1), s.score, rtol=1e-5)  # p(c, A) sums to p(A)
+        hits += list(np.array(s.class_names)[s.class_probs[ab].argmax(axis=1)] == truth[ab])
+    assert np.mean(hits) >= 0.9
+
+
+def test_shipped_prompt_sets_match_the_manifest_builders():
+    from vadpipe.data_manifests.schema import NORMAL
+    from vadpipe.data_manifests.ucf_crime import CLASSES as UCF
+    from vadpipe.data_manifests.xd_violence import CLASS_CODES
+
+    assert {"ueki-generic", "ucf-crime", "xd-violence", "dong-categories", "dong-situations"} <= set(list_prompt_sets())
+    assert load_prompt_set("ueki-generic").anomaly == UEKI_ANOMALY_PROMPTS
+    assert set(load_prompt_set("ucf-crime").classes) == set(UCF)
+    xd = set(CLASS_CODES.values()) - {NORMAL}
+    assert set(load_prompt_set("xd-violence").classes) == xd
+    assert set(load_prompt_set("dong-categories").classes) >= set(UCF) | xd
+    assert load_prompt_set("dong-categories").classes["Abuse"] == ("child abuse, elder abuse, or animal cruelty",)
+    situations = load_prompt_set("dong-situations")
+    assert len(situations.normal) == len(situations.anomaly) == 20
+    for name in list_prompt_sets():
+        pset = load_prompt_set(name)
+        assert pset.normal and pset.anomaly_prompts(), name
+        assert pset.description
+
+
+def test_user_prompt_file(tmp_path, tiny_encoder):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({
+        "templates": ["{}", "a photo of {}"],
+        "normal": ["people walking"],
+        "classes": {"Fighting": ["a fight", "people fighting"], "Fire": "a fire"},
+    }))
+    pset = load_prompt_set(path)
+    assert pset.anomaly_prompts() == ("a fight", "people fighting", "a fire")
+    normal, target = embed_prompts(tiny_encoder, ["people walking", "a fire"], ("{}", "a photo of {}"))
+    cache, manifest = planted(tmp_path, normal, {"Fire": target})
+    head = get_head("zeroshot", prompts=str(path)).fit(cache, manifest)
+    assert head.prompts_ == ["people walking", "a fight", "people fighting", "a fire"]
+    assert head.templates_ == ["{}", "a photo of {}"]
+    np.testing.assert_allclose(head.class_emb_[0], target, atol=1e-6)  # the file's class prompt, its templates
+    scores = head.score_videos(cache, manifest.ids())
+    assert frame_auc(manifest, scores) >= 0.95
+    head.save(tmp_path / "run")
+    path.unlink()  # a saved head needs no prompt file
+    again = load_head(tmp_path / "run").score_videos(cache, manifest.ids())
+    for vid, s in scores.items():
+        np.testing.assert_array_equal(s.score, again[vid].score)
+        np.testing.assert_array_equal(s.class_probs, again[vid].class_probs)
+        assert list(s.explanation) == list(again[vid].explanation)
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"normal": ["a"],', r"bad\.json:1: not valid JSON"),
+        ('["a", "b"]', r"bad\.json: a prompt file must be a JSON object"),
+        ('{"normals": ["a"]}', r"bad\.json: unknown key\(s\) normals"),
+        ('{"normal": ["a", 3]}', r"bad\.json: 'normal' must be a list of non-empty strings"),
+        ('{"anomaly": "a fire"}', r"bad\.json: 'anomaly' must be a list"),
+        ('{"classes": {"Fire": [""]}}', r"bad\.json: 'classes\.Fire' must be a list of non-empty strings"),
+        ('{"classes": ["Fire"]}', r"bad\.json: 'classes' must be an object"),
+        ('{"normal": ["a"], "templates": ["a video of"]}', r"bad\.json: template 'a video of' must contain"),
+        ('{"description": "nothing"}', r"bad\.json: no prompts"),
+    ],
+)
+def test_bad_prompt_file_is_one_clear_line(tmp_path, content, problem):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(VadpipeError, match=problem) as err:
+        load_prompt_set(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_or_unknown_prompt_sets(tmp_path):
+    with pytest.raises(VadpipeError, match=r"unknown prompt set 'nope' \(shipped: .*ucf-crime"):
+        load_prompt_set("nope")
+    with pytest.raises(VadpipeError, match=r"gone\.json: prompt file not found"):
+        load_prompt_set(tmp_path / "gone.json")
+    with pytest.raises(VadpipeError, match=r"must contain '\{\}' exactly once"):
+        get_head("zeroshot", templates=["no placeholder"])
+    with pytest.raises(VadpipeError, match="non-empty list"):
+        get_head("zeroshot", anomaly_prompts=[])
+
+
+def test_coca_text_path(tmp_path):
+    """CoCa (``coca_ViT-L-14`` in the paper) through a tiny CoCa config: featurize, fit, score."""
+    import torch
+    from PIL import Image
+
+    from vadpipe.featurize import FeaturizeConfig, featurize
+    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.models.zeroshot import DEFAULT_NORMAL_PROMPTS
+
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(frames / f"{i:03d}.png")
+    manifest = Manifest([VideoEntry("clip", str(frames), "test", "Fighting", (Interval(2, 4),), num_frames=4)])
+    key = "vadpipe-tiny-coca:random"
+    summary = featurize(manifest, tmp_path / "c.zarr", FeaturizeConfig(encoder=key, device="cpu", workers=0))
+    assert summary.done == ["clip"]
+
+    from vadpipe.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "c.zarr")
+    head = get_head("zeroshot").fit(cache, manifest)
+    assert head.encoder == key
+    s = head.score_videos(cache, ["clip"])["clip"]
+    assert s.score.shape == (4,) and np.all((s.score >= 0) & (s.score <= 1))
+    assert s.class_probs.shape == (4, 1) and set(s.explanation) <= set(head.prompts_)
+
+    # the stored prompt embeddings are CoCa's own text latent (CLS token appended, 76-token context)
+    coca = load_clip(key)
+    assert type(coca.model).__name__ == "CoCa" and coca.model.context_length == 76
+    texts = [t.format(p) for p in DEFAULT_NORMAL_PROMPTS[:1] for t in DEFAULT_TEMPLATES]
+    with torch.no_grad():
+        tokens = coca.tokenizer(texts)
+        assert tokens.shape == (2, 76)
+        latent, _ = coca.model.text(tokens)  # (pooled CLS latent, token embeddings)
+    latent = torch.nn.functional.normalize(latent, dim=-1).mean(0)
+    np.testing.assert_allclose(head.prompt_emb_[0], (latent / latent.norm()).numpy(), atol=1e-5)

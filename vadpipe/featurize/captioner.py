@@ -1,0 +1,407 @@
+"""BLIP-2 answers to questions about every sampled frame, next to the frames' CLIP features.
+
+``caption(manifest, cache, "Salesforce/blip2-opt-2.7b", clip_key)`` takes every video that
+is already done under the CLIP encoder ``clip_key``, decodes exactly the frames sampled
+there again, asks BLIP-2 (``Blip2ForConditionalGeneration``, a hub id or a local folder
+written by ``save_pretrained``) each question about each frame, embeds every answer with
+the cache's own CLIP text tower and writes one group per video under the captioner's key::
+
+    /<captioner_key>/                 attrs: kind="captioner", model, questions, prompt_template,
+                                             generation, clip_key, dim, sampling, versions
+    /<captioner_key>/<video_id>/      attrs: done, fps, num_frames, ... (as featurize)
+        frame_index int64[T]          the CLIP group's sampled frames, unchanged
+        pts         float64[T]
+        text        <U str[T, Q]      normalised answer of each frame to each question
+        text_emb    float16[T, Q, D]  L2-normalised CLIP text embedding of each answer
+
+Key scheme: ``<model name>:vqa<Q>-<sha256[:8]>``, e.g. ``blip2-opt-2.7b:vqa4-1f0c2a9e``;
+the model name is the last component of the hub id or folder, Q the number of questions,
+and the hash covers everything that changes the text (questions, prompt template,
+generation settings), so two question sets never share a key. The recipe records the
+full model id or resolved folder, and a cache refuses a second, different model under the
+same key.
+
+Questions: VLAVAD's three (Li & Jiang 2024, sec. 4.2, their wording) plus :data:`CAPTION`,
+the marker for a plain caption (BLIP-2 with no text prompt). A question ``q`` is asked as
+``prompt_template.format(q)`` ("Question: {} Answer:", BLIP-2's VQA format). Decoding is
+greedy (``num_beams=1``, no sampling) with ``max_new_tokens`` tokens, so a rerun gives the
+same text. Answers are normalised by :func:`normalize_answer` (lowercase, whitespace
+collapsed, surrounding punctuation stripped). ``text`` is a fixed-width numpy unicode array
+(zarr stores it with a warning that this dtype has no v3 specification yet; it reads back
+as ``<U``).
+
+Batching: ``batch_size`` frames at a time, each asked every question (F x Q sequences; the
+image goes through the vision tower once per question, the price of using the public
+``generate``). fp16 on CUDA, fp32 on CPU. Resume and failures work as in featurize: done
+videos are skipped, a video that cannot be decoded (or no longer has the sampled frames) is
+recorded as failed with its reason, and the others finish. Shards and HDF5 caches behave as
+in featurize (``shard``/``num_shards``; an HDF5 shard writes its own file). With snippet-mean
+sampling each row stands for a snippet and its recorded frame (the snippet's first) is the
+one captioned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from vadpipe import __version__
+from vadpipe.cache import FeatureCache, shard_cache_path
+from vadpipe.data_manifests.schema import Manifest
+from vadpipe.errors import VadpipeError
+from vadpipe.featurize.pipeline import (
+    FeaturizeSummary,
+    _append_jsonl,
+    _base_attrs,
+    _prefetch,
+    _Progress,
+    failures_log_path,
+    shard_entries,
+)
+from vadpipe.featurize.readers import DecodeError, open_source
+
+CAPTIONER_KIND = "captioner"
+CAPTION = "<caption>"  # marker: a plain caption, no question
+VLAVAD_QUESTIONS = (
+    "What is the pose of the person in the picture?",
+    "What is the behavior or action of the person in the picture?",
+    "What does the person in the picture look like?",
+)
+DEFAULT_QUESTIONS = VLAVAD_QUESTIONS + (CAPTION,)
+PROMPT_TEMPLATE = "Question: {} Answer:"
+MAX_NEW_TOKENS = 20
+_PUNCTUATION = " \t\n.,;:!?\"'"
+
+
+def normalize_answer(text: str) -> str:
+    """``'  A Man, Walking. '`` -> ``'a man, walking'``."""
+    return " ".join(str(text).lower().split()).strip(_PUNCTUATION)
+
+
+def load_questions(path: str | Path) -> list[str]:
+    """Questions from a JSON list of strings or a text file (one per line; ``#`` comments)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VadpipeError(f"{path}: questions file not found") from None
+    if path.suffix.lower() == ".json":
+        try:
+            questions = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise VadpipeError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+            raise VadpipeError(f"{path}: expected a JSON list of question strings")
+        questions = [q.strip() for q in questions]
+    else:
+        questions = [line.strip() for line in text.splitlines()]
+        questions = [q for q in questions if q and not q.startswith("#")]
+    return _check_questions(questions, str(path))
+
+
+def _check_questions(questions, where: str) -> list[str]:
+    questions = [str(q).strip() for q in questions]
+    if not questions or not all(questions):
+        raise VadpipeError(f"{where}: needs at least one question and no empty ones (use {CAPTION!r} for a caption)")
+    if len(set(questions)) != len(questions):
+        raise VadpipeError(f"{where}: the same question appears twice")
+    return questions
+
+
+def captioner_key(name_or_path: str, questions, prompt_template: str = PROMPT_TEMPLATE,
+                  max_new_tokens: int = MAX_NEW_TOKENS) -> str:
+    """``blip2-opt-2.7b:vqa4-<sha256[:8]>`` (see the module docstring)."""
+    name = Path(str(name_or_path).rstrip("/\\")).name or "blip2"
+    text_recipe = {"questions": list(questions), "prompt_template": prompt_template,
+                   "generation": _generation(max_new_tokens)}
+    digest = hashlib.sha256(json.dumps(text_recipe, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{name}:vqa{len(questions)}-{digest}"
+
+
+def is_captioner(recipe: dict) -> bool:
+    return recipe.get("kind") == CAPTIONER_KIND
+
+
+def captioner_keys(cache: FeatureCache, clip_key: str | None = None) -> list[str]:
+    """Captioner keys in ``cache`` (only those built on ``clip_key``'s frames, if given)."""
+    keys = []
+    for key in cache.encoders():
+        recipe = cache.recipe(key)
+        if is_captioner(recipe) and (clip_key is None or recipe.get("clip_key") == clip_key):
+            keys.append(key)
+    return keys
+
+
+def _generation(max_new_tokens: int) -> dict:
+    return {"max_new_tokens": int(max_new_tokens), "num_beams": 1, "do_sample": False}
+
+
+@dataclass
+class Captioner:
+    """A loaded BLIP-2 with its questions, ready to answer them about batches of frames."""
+
+    model_id: str  # hub id, or the resolved local folder
+    model: object
+    processor: object
+    device: str
+    precision: str
+    questions: tuple[str, ...]
+    prompt_template: str = PROMPT_TEMPLATE
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+    def __post_init__(self):
+        prompts = ["" if q == CAPTION else self.prompt_template.format(q) for q in self.questions]
+        probe = np.zeros((8, 8, 3), dtype=np.uint8)  # the processor adds BLIP-2's image tokens only with images
+        enc = self.processor(images=[probe] * len(prompts), text=prompts, return_tensors="pt", padding=True)
+        self._input_ids = enc["input_ids"].to(self.device)  # (Q L)
+        self._attention_mask = enc["attention_mask"].to(self.device)  # (Q L)
+
+    @property
+    def key(self) -> str:
+        return captioner_key(self.model_id, self.questions, self.prompt_template, self.max_new_tokens)
+
+    def recipe(self) -> dict:
+        import torch
+        import transformers
+
+        return {
+            "kind": CAPTIONER_KIND,
+            "encoder_key": self.key,
+            "model": self.model_id,
+            "architecture": type(self.model).__name__,
+            "questions": list(self.questions),
+            "caption_marker": CAPTION,
+            "prompt_template": self.prompt_template,
+            "generation": _generation(self.max_new_tokens),
+            "answer_normalisation": "lowercase, whitespace collapsed, surrounding punctuation stripped",
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+
+    def answer(self, frames: list[np.ndarray]) -> list[list[str]]:
+        """``F`` RGB frames ``uint8[H, W, 3]`` -> ``F`` lists of ``Q`` normalised answers."""
+        import torch
+
+        num_q = len(self.questions)
+        pixels = self.processor.image_processor(
+            frames, return_tensors="pt", input_data_format="channels_last"
+        )["pixel_values"]  # (F 3 S S)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        pixels = pixels.to(self.device, dtype).repeat_interleave(num_q, dim=0)  # (F*Q 3 S S), frame-major
+        input_ids = self._input_ids.repeat(len(frames), 1)  # (F*Q L)
+        with torch.inference_mode():
+            out = self.model.generate(
+                pixel_values=pixels,
+                input_ids=input_ids,
+                attention_mask=self._attention_mask.repeat(len(frames), 1),
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+                **_generation(self.max_new_tokens),
+            )  # (F*Q L') with or without the prompt, depending on the transformers version
+        prompt_len = input_ids.shape[1]
+        if out.shape[1] >= prompt_len and torch.equal(out[:, :prompt_len], input_ids):
+            out = out[:, prompt_len:]
+        texts = self.processor.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [[normalize_answer(t) for t in texts[f * num_q : (f + 1) * num_q]] for f in range(len(frames))]
+
+
+def load_captioner(
+    name_or_path: str,
+    questions=DEFAULT_QUESTIONS,
+    device: str = "auto",
+    precision: str = "auto",
+    prompt_template: str = PROMPT_TEMPLATE,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> Captioner:
+    """A BLIP-2 from the hub (``Salesforce/blip2-opt-2.7b``) or a ``save_pretrained`` folder."""
+    from vadpipe.featurize.encoders import resolve_device
+
+    device = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if device.startswith("cuda") else "fp32"
+    if "{}" not in prompt_template:
+        raise VadpipeError(f"prompt template {prompt_template!r} has no '{{}}' placeholder")
+    local = Path(name_or_path).expanduser()
+    model_id = str(local.resolve()) if local.exists() else str(name_or_path)
+    model, processor = _load_blip2(model_id, device, precision)
+    questions = tuple(_check_questions(questions, "captioner questions"))
+    return Captioner(model_id, model, processor, device, precision, questions, prompt_template, int(max_new_tokens))
+
+
+@lru_cache(maxsize=2)
+def _load_blip2(model_id: str, device: str, precision: str):
+    import torch
+    import transformers
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise VadpipeError(f"unknown precision {precision!r} (choose from {', '.join(dtypes)})")
+    # transformers renamed torch_dtype= to dtype= in 4.56
+    major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+    dtype_arg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    try:
+        processor = Blip2Processor.from_pretrained(model_id)
+        model = Blip2ForConditionalGeneration.from_pretrained(model_id, **{dtype_arg: dtypes[precision]})
+    except (OSError, ValueError) as exc:
+        raise VadpipeError(f"could not load captioner {model_id!r}: {' '.join(str(exc).split())[:300]}") from None
+    processor.tokenizer.padding_side = "left"  # batched generation with a decoder-only language model
+    return model.to(device).eval(), processor
+
+
+def caption(
+    manifest: Manifest,
+    cache_path: str | Path,
+    captioner: str | Captioner,
+    clip_key: str,
+    questions=DEFAULT_QUESTIONS,
+    batch_size: int = 16,
+    device: str = "auto",
+    precision: str = "auto",
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    prompt_template: str = PROMPT_TEMPLATE,
+    shard: int = 0,
+    num_shards: int = 1,
+    failures_log: str | Path | None = None,
+    progress: bool = False,
+    video_ids: list[str] | None = None,
+) -> FeaturizeSummary:
+    """Answer ``questions`` about every frame sampled under ``clip_key``; see the module docstring.
+
+    Videos of ``manifest`` not done under ``clip_key`` are left alone (featurize them first,
+    or they failed there). ``batch_size`` counts frames; each frame asks every question.
+    ``captioner`` is a hub id or local folder, or a loaded :class:`Captioner` (whose questions
+    and generation settings then apply instead of the arguments here).
+    """
+    from vadpipe.featurize.encoders import canonical_key, load_clip, spec_from_recipe
+
+    if batch_size < 1:
+        raise VadpipeError(f"batch size must be >= 1, got {batch_size}")
+    cache_path = shard_cache_path(cache_path, shard, num_shards)
+    cache = FeatureCache(cache_path, mode="a")
+    try:
+        clip_key = canonical_key(clip_key)
+        clip_recipe = cache.recipe(clip_key)
+        if is_captioner(clip_recipe):
+            raise VadpipeError(f"{clip_key!r} is a captioner; name the CLIP image encoder whose frames to caption")
+        if not isinstance(captioner, Captioner):
+            captioner = load_captioner(captioner, questions, device, precision, prompt_template, max_new_tokens)
+        clip = load_clip(spec_from_recipe(clip_recipe), device=captioner.device,
+                         precision="fp16" if captioner.device.startswith("cuda") else "fp32")
+        key = captioner.key
+        if key in cache.encoders() and cache.recipe(key).get("clip_key") != clip_key:
+            raise VadpipeError(
+                f"{cache.path}: captioner {key!r} was built on the frames of {cache.recipe(key).get('clip_key')!r}, "
+                f"this run asks {clip_key!r}; use another cache"
+            )
+        cache.ensure_encoder(key, {
+            **captioner.recipe(),
+            "clip_key": clip_key,
+            "text_emb_model": {"model": clip_recipe.get("model"), "pretrained": clip_recipe.get("pretrained")},
+            "dim": clip.dim,
+            "sampling": clip_recipe.get("sampling"),
+            "vadpipe_version": __version__,
+        })
+        entries = shard_entries(list(manifest), shard, num_shards)
+        if video_ids is not None:
+            wanted = set(video_ids)
+            entries = [e for e in entries if e.video_id in wanted]
+        log_path = Path(failures_log) if failures_log else failures_log_path(cache_path)
+        summary = FeaturizeSummary(encoder_key=key, failures_log=str(log_path))
+        todo = []
+        for e in entries:
+            if cache.is_done(key, e.video_id):
+                summary.skipped.append(e.video_id)
+            elif cache.is_done(clip_key, e.video_id):
+                todo.append(e)
+        _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress)
+    finally:
+        cache.close()
+    return summary
+
+
+def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress) -> None:
+    start = time.perf_counter()
+    bar = _Progress(len(todo), enabled=progress)
+    try:
+        for entry in todo:
+            bar.video(entry.video_id)
+            outcome = _caption_one(entry, cache.read(clip_key, entry.video_id), captioner, clip, cache,
+                                   summary.encoder_key, batch_size, bar.frames)
+            if isinstance(outcome, tuple):  # (stage, reason)
+                stage, reason = outcome
+                cache.mark_failed(summary.encoder_key, entry.video_id, stage, reason, _base_attrs(entry))
+                record = {"video_id": entry.video_id, "path": entry.path, "stage": stage, "reason": reason,
+                          "encoder": summary.encoder_key, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                summary.failed.append(record)
+                _append_jsonl(log_path, record)
+                bar.note(f"failed {entry.video_id}: {reason}")
+            else:
+                summary.done.append(entry.video_id)
+                summary.frames += outcome["samples"]
+                summary.infer_seconds += outcome["infer_seconds"]
+            bar.advance()
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+
+
+def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, batch_size, on_frames):
+    """Caption one video and write its group; returns counts, or ``(stage, reason)`` on failure."""
+    import torch
+
+    wanted = clip_features.frame_index
+    wanted_set = set(int(i) for i in wanted)
+    try:
+        source = open_source(entry.path, fps_hint=entry.fps)
+    except DecodeError as exc:
+        return "open", str(exc)
+    frames = _prefetch(source.iter_frames(lambda i, _pts: i in wanted_set), maxsize=2 * batch_size)
+    found, answers = [], []
+    t_infer = 0.0
+    try:
+        batch_idx, batch_rgb = [], []
+        for i, _pts, rgb in frames:
+            batch_idx.append(i)
+            batch_rgb.append(rgb)
+            if len(batch_rgb) == batch_size:
+                t_infer += _answer(captioner, batch_rgb, answers)
+                found += batch_idx
+                on_frames(len(batch_idx))
+                batch_idx, batch_rgb = [], []
+        if batch_rgb:
+            t_infer += _answer(captioner, batch_rgb, answers)
+            found += batch_idx
+            on_frames(len(batch_idx))
+    except DecodeError as exc:
+        return "decode", str(exc)
+    except torch.cuda.OutOfMemoryError:
+        return "caption", "out of GPU memory (lower --batch-size)"
+    if not np.array_equal(np.asarray(found, dtype=np.int64), wanted):
+        return "decode", f"source changed since featurize: found {len(found)} of its {len(wanted)} sampled frames"
+    num_q = len(captioner.questions)
+    text = np.array(answers, dtype=str).reshape(len(found), num_q)  # (T Q)
+    unique, inverse = np.unique(text, return_inverse=True)
+    text_emb = clip.encode_text(unique.tolist()).astype(np.float16)[inverse.reshape(-1)]  # (T*Q D)
+    attrs = {
+        **_base_attrs(entry),
+        **{k: clip_features.attrs.get(k) for k in ("fps", "num_frames", "width", "height")},
+        "num_samples": len(found),
+        "precision": captioner.precision,
+    }
+    cache.write_video(
+        key, entry.video_id, clip_features.frame_index, clip_features.pts, attrs=attrs,
+        arrays={"text": text, "text_emb": text_emb.reshape(len(found), num_q, clip.dim)},
+    )
+    return {"samples": len(found), "infer_seconds": t_infer}
+
+
+def _answer(captioner: Captioner, frames, answers: list) -> float:
+    t = time.perf_counter()
+    answers += captioner.answer(frames)
+    return time.perf_counter() - t
