@@ -74,3 +74,41 @@ def test_featurize_exit_code_when_a_video_fails(tmp_path):
     r = invoke("featurize", tmp_path / "m.csv", "--cache", tmp_path / "c.zarr", "--encoder", TINY, "--stride", 8)
     assert r.exit_code == 1
     assert "1 done" in r.output and "failed: bad" in r.output and "file not found" in r.output
+
+
+def test_mistakes_that_could_lose_data_or_crash_are_one_line_errors(tmp_path):
+    """Writing scores over a feature cache, bad hyper-parameter types, bad numbers, outputs
+    that are files: each stops with one line and exit code 2, and nothing is overwritten."""
+    import numpy as np
+
+    from conftest import planted_cache
+
+    rng = np.random.default_rng(0)
+    cache = planted_cache(tmp_path / "c.zarr", [{"video_id": v, "emb": rng.normal(size=(6, 64))} for v in ("a", "b")])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_id,path,split,label,num_frames\na,a.mp4,train,normal,6\nb,b.mp4,test,normal,6\n")
+    ok = invoke("train", "prototype", "--cache", cache.path, "--manifest", manifest, "-o", tmp_path / "run")
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "file").write_text("x")
+    before = sorted(p.name for p in cache.path.iterdir())
+    cases = [
+        (["score", tmp_path / "run", "--cache", cache.path, "--manifest", manifest, "-o", cache.path],
+         "is not a vadpipe scores store; refusing to overwrite it"),
+        (["train", "zeroshot", "--cache", cache.path, "--manifest", manifest, "-o", tmp_path / "r2", "--param", "temperature=abc"],
+         "parameter 'temperature' must be float, got 'abc'"),
+        (["train", "prototype", "--cache", cache.path, "--manifest", manifest, "-o", tmp_path / "file"],
+         "exists and is not a folder"),
+        (["featurize", manifest, "--cache", tmp_path / "f.zarr", "--encoder", TINY, "--batch-size", "0"],
+         "batch size must be >= 1"),
+        (["featurize", manifest, "--cache", tmp_path / "file", "--encoder", TINY], "is not a Zarr store"),
+    ]
+    for args, message in cases:
+        r = invoke(*args)
+        assert r.exit_code == 2 and message in r.output and r.output.count("\n") == 1, (args, r.output)
+    assert sorted(p.name for p in cache.path.iterdir()) == before and cache.video_ids(cache.encoders()[0]) == ["a", "b"]
+    ok = invoke("score", tmp_path / "run", "--cache", cache.path, "--manifest", manifest, "-o", tmp_path / "s.zarr")
+    assert ok.exit_code == 0
+    r = invoke("evaluate", tmp_path / "s.zarr", "--manifest", manifest, "-o", tmp_path / "rep", "--sigma", "-1")
+    assert r.exit_code == 2 and "sigma must be >= 0" in r.output
+    r = invoke("cache", "info", tmp_path / "s.zarr")
+    assert r.exit_code == 2 and "is a scores store, not a feature cache" in r.output

@@ -118,6 +118,8 @@ class _ZarrBackend:
             except (FileNotFoundError, ValueError) as exc:
                 raise VadpipeError(f"{path}: not a vadpipe Zarr cache ({exc})") from None
         else:
+            if path.is_file() or (path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists()):
+                raise VadpipeError(f"{path}: exists and is not a Zarr store; refusing to write a cache into it")
             # shard processes may start together on a new store: create the root with its
             # attributes in one atomic write, and open the one another process made first
             try:
@@ -371,6 +373,8 @@ class FeatureCache:
         root_attrs = {"schema_version": SCHEMA_VERSION, "created_by": f"vadpipe {__version__}"}
         self._b = backend(self.path, mode, root_attrs)
         root = self._b.attrs("")
+        if root.get("kind") == "vadpipe-scores":
+            raise VadpipeError(f"{self.path}: is a scores store, not a feature cache")
         if "schema_version" not in root:
             if mode == "r" or self._b.groups(""):
                 raise VadpipeError(f"{self.path}: not a vadpipe cache (no schema_version)")
@@ -418,7 +422,7 @@ class FeatureCache:
         if not self._b.create_group_once(key, recipe):
             have = self._b.attrs(key)
             diffs = [
-                k for k in ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling")
+                k for k in ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling", "precision")
                 if k in recipe and have.get(k) != recipe[k]
             ]
             if diffs:

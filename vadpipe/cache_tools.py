@@ -13,7 +13,7 @@ import numpy as np
 from vadpipe import __version__
 from vadpipe.cache import DONE, FAILED, INCOMPLETE, FeatureCache
 from vadpipe.data_manifests.schema import Manifest
-from vadpipe.errors import VadpipeError
+from vadpipe.errors import VadpipeError, output_dir
 
 NORM_TOLERANCE = 2e-2  # float16 rounding of a unit vector stays well inside this
 
@@ -259,8 +259,7 @@ def _load_features(file: Path, crop: str) -> np.ndarray:
 def export_npy(cache_path: str | Path, encoder_key: str, out_dir: str | Path, video_ids=None) -> list[str]:
     """Write ``OUT/<video_id>.npy`` (float16 (T, D)) for done videos, plus ``OUT/index.json``
     with each video's frame indices and the encoder recipe."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     index = {}
     with FeatureCache(cache_path) as cache:
         from vadpipe.featurize.encoders import canonical_key

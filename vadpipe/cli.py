@@ -478,7 +478,7 @@ def score(
         None, "--normal", help="Redefine as normal: frames matching this phrase get lower scores; repeatable."
     ),
     anomaly: Optional[List[str]] = typer.Option(
-        None, "--anomaly", help="Redefine as anomaly: frames matching this phrase get higher scores; repeatable."
+        None, "--anomaly", help="Redefine as anomaly: frames matching this phrase get higher scores (by the video's lowest score x strength, as Gao eq. 10: little effect where that is ~0); repeatable."
     ),
     redefine_threshold: Optional[float] = typer.Option(
         None, "--redefine-threshold", help="CLIP similarity above which a frame matches a phrase (default 0.25)."
@@ -583,8 +583,9 @@ def demo(
     result = run_demo(output, encoder=encoder or DEFAULT_ENCODER, stride=stride, device=device,
                       progress=sys.stderr.isatty())
     typer.echo(f"featurize: {result['featurize'].line()}")
-    for name, report in result["reports"].items():
-        typer.echo(format_table(report).splitlines()[-1] if name != "prototype" else format_table(report))
+    for i, report in enumerate(result["reports"].values()):
+        lines = format_table(report).splitlines()  # protocol line, then the head's own table
+        typer.echo("\n".join(lines if i == 0 else lines[1:]))
     typer.echo(f"everything is under {result['out']}: data/ (videos + manifest.csv), cache.zarr, runs/, scores/, reports/")
     if (encoder or DEFAULT_ENCODER).startswith("vadpipe-tiny"):
         typer.echo("note: vadpipe-tiny has random weights; its numbers test the pipeline, not CLIP.")

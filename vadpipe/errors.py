@@ -8,3 +8,15 @@ anything else that escapes is a bug in vadpipe and keeps its traceback.
 
 class VadpipeError(Exception):
     """A user-facing error: bad input, missing file, mismatched encoder."""
+
+
+def output_dir(path):
+    """Create the output folder ``path`` (and parents); a file in the way is a user error."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise VadpipeError(f"{path}: exists and is not a folder; choose another output") from None
+    return path

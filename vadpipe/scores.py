@@ -36,6 +36,15 @@ class Scores:
     explanation: np.ndarray | None = None  # object[T]: best-matching prompt, where a head has one
 
 
+def is_scores_store(path: str | Path) -> bool:
+    """Whether ``path`` is a scores store (its root says ``kind: vadpipe-scores``)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("attributes", {}).get("kind") == "vadpipe-scores"
+
+
 def write_scores(path: str | Path, scores: dict[str, Scores], meta: dict) -> Path:
     """Write a new scores store at ``path`` (an existing one is replaced)."""
     import shutil
@@ -44,8 +53,8 @@ def write_scores(path: str | Path, scores: dict[str, Scores], meta: dict) -> Pat
 
     path = Path(path)
     if path.exists():
-        if not (path / "zarr.json").exists():
-            raise VadpipeError(f"{path}: exists and is not a scores store; refusing to overwrite")
+        if not is_scores_store(path):
+            raise VadpipeError(f"{path}: exists and is not a vadpipe scores store; refusing to overwrite it")
         shutil.rmtree(path)
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     vocab: dict[str, int] = {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vadpipe.errors import VadpipeError
+from vadpipe.errors import VadpipeError, output_dir
 from vadpipe.evaluate.protocol import METRIC_LABELS, VARIANT_KEYS, describe_variant, format_value
 from vadpipe.evaluate.report import fmt, jsonable, md_row, protocol_line, table_metrics
 
@@ -104,8 +104,7 @@ def compare_reports(paths: list[str | Path], out_dir: str | Path | None = None) 
         "num_frames": reports[0]["num_frames"],
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_dir(out_dir)
         (out / "comparison.json").write_text(json.dumps(jsonable(comparison), indent=2) + "\n")
         (out / "report.md").write_text(format_comparison(comparison, markdown=True))
     return comparison

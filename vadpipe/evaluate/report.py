@@ -19,6 +19,7 @@ import numpy as np
 
 from vadpipe.data_manifests.schema import Manifest, VideoEntry, intervals_from_labels
 from vadpipe.evaluate.metrics import VideoResult
+from vadpipe.errors import output_dir
 from vadpipe.evaluate.protocol import METRIC_LABELS, describe_variant, metric_order
 
 EXPANSION_NOTES = {
@@ -101,8 +102,7 @@ def write_figures(out: Path, results: list[VideoResult], manifest: Manifest, rep
 def write_report(out_dir: str | Path, report: dict, results: list[VideoResult], manifest: Manifest,
                  plots: bool = True, max_timelines: int = 50) -> Path:
     """Write ``report.json``, ``report.md`` and (``plots``) the PNGs into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir)
     report["figures"] = write_figures(out, results, manifest, report, max_timelines) if plots else None
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
     (out / "report.md").write_text(format_markdown(report))

@@ -24,6 +24,12 @@ class EvalConfig:
     plots: bool = True  # write roc.png, pr.png and timelines/ with the report
     max_timelines: int = 50  # timeline PNGs for at most this many videos (manifest order)
 
+    def __post_init__(self):
+        if self.sigma < 0:
+            raise VadpipeError(f"smoothing sigma must be >= 0 frames, got {self.sigma}")
+        if self.max_timelines < 0:
+            raise VadpipeError(f"max timelines must be >= 0, got {self.max_timelines}")
+
 
 def collect_results(store: ScoresStore, manifest: Manifest, config: EvalConfig) -> list[VideoResult]:
     """Expanded per-frame scores and labels of every evaluated video, in manifest order.

@@ -45,6 +45,12 @@ class FeaturizeConfig:
     num_shards: int = 1
     allow_partial: bool = False  # keep videos whose decode came up short or hit corrupt packets
     workers: int | None = None  # decode processes; None = one per spare core; 0 = a thread
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise VadpipeError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise VadpipeError(f"workers must be >= 0 (0 = decode in a thread), got {self.workers}")
     failures_log: str | None = None  # default: <cache>.failures.jsonl
 
 

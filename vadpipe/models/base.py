@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from vadpipe import __version__
-from vadpipe.errors import VadpipeError
+from vadpipe.errors import VadpipeError, output_dir
 from vadpipe.scores import Scores
 
 _REGISTRY: dict[str, type["Head"]] = {}
@@ -80,7 +80,11 @@ class Head:
                 f"head {self.name!r}: unknown parameter(s) {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(names))})"
             )
-        self.config = self.Config(**params)
+        params = {k: _coerce_param(self.name, self.Config, k, v) for k, v in params.items()}
+        try:
+            self.config = self.Config(**params)
+        except (TypeError, ValueError) as exc:
+            raise VadpipeError(f"head {self.name!r}: bad parameter ({' '.join(str(exc).split())})") from None
         self.encoder = encoder  # the cache encoder key the head reads; set by fit if None
         self.class_names_: tuple[str, ...] = ()
         self.fitted_ = False
@@ -110,8 +114,7 @@ class Head:
         from safetensors.numpy import save_file
 
         self._check_fitted()
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = output_dir(run_dir)
         state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
         save_file(state, str(run_dir / "weights.safetensors"))
         meta = {
@@ -178,6 +181,37 @@ class Head:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())
         return f"{type(self).__name__}({params})"
+
+
+def _coerce_param(head: str, config_cls, name: str, value):
+    """Check a hyper-parameter against its annotated type (values often come from the CLI
+    as JSON): ints for int fields (2.0 -> 2, 2.5 refused), numbers for floats, true/false for
+    bools, strings, lists, dicts; ``None`` only where the field allows it."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(config_cls).get(name)
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise VadpipeError(f"head {head!r}: parameter {name!r} may not be null")
+    kinds = [typing.get_origin(a) or a for a in allowed if a is not type(None)]
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (str, list, dict) and isinstance(value, kind):
+            return value
+        if kind is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if kind not in (bool, int, float, str, list, dict, tuple):
+            return value  # a type this check does not know: the config's own checks decide
+    wanted = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+    raise VadpipeError(f"head {head!r}: parameter {name!r} must be {wanted}, got {value!r}")
 
 
 def load_head(run_dir: str | Path) -> Head:
