@@ -156,9 +156,6 @@ class _ZarrBackend:
             del g[name]
         g.create_group(name)
 
-    def require_group(self, node: str) -> None:
-        self.root.require_group(node)
-
     def create_group_once(self, node: str, attrs: dict) -> bool:
         """Create ``node`` with its attributes in one (atomic) metadata write; False if it
         exists already. Concurrent shard processes never see a group without attributes."""
@@ -169,10 +166,6 @@ class _ZarrBackend:
             return True
         except (ContainsGroupError, FileExistsError):
             return False
-
-    def delete(self, node: str) -> None:
-        parent, _, name = node.rpartition("/")
-        del (self.root[parent] if parent else self.root)[name]
 
     def write_array(self, node: str, name: str, data: np.ndarray, chunks: tuple) -> None:
         g = self.root[node]
@@ -310,18 +303,12 @@ class _H5Backend:
             del self.f[node]
         self.f.create_group(node)
 
-    def require_group(self, node: str) -> None:
-        self.f.require_group(node)
-
     def create_group_once(self, node: str, attrs: dict) -> bool:
         if node in self.f:
             return False
         self.f.create_group(node)
         self.update_attrs(node, attrs)
         return True
-
-    def delete(self, node: str) -> None:
-        del self.f[node]
 
     def write_array(self, node: str, name: str, data: np.ndarray, chunks: tuple) -> None:
         import h5py
@@ -503,9 +490,6 @@ class FeatureCache:
         self._b.create_group(node)  # replaces a half-written or failed group
         self._b.update_attrs(node, {**_jsonable(attrs), "done": False})
         return node
-
-    def delete_video(self, key: str, video_id: str) -> None:
-        self._b.delete(f"{key}/{video_id}")
 
     def read(self, key: str, video_id: str) -> VideoFeatures:
         """Features of one done video; anything else is a clear error."""

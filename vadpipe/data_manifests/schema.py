@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -194,11 +194,6 @@ class Manifest:
             names.update(iv.label for iv in e.intervals if iv.label)
         names.discard(NORMAL)
         return sorted(names)
-
-    def replace_entry(self, entry: VideoEntry) -> None:
-        idx = next(i for i, e in enumerate(self.entries) if e.video_id == entry.video_id)
-        self.entries[idx] = entry
-        self._by_id[entry.video_id] = entry
 
     # ------------------------------------------------------------------ I/O
     @classmethod
@@ -457,7 +452,3 @@ def _row_from_entry(e: VideoEntry) -> dict:
         "num_frames": "" if e.num_frames is None else str(int(e.num_frames)),
         "scene": e.scene or "",
     }
-
-
-def with_num_frames(entry: VideoEntry, num_frames: int) -> VideoEntry:
-    return replace(entry, num_frames=int(num_frames))

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -409,11 +409,3 @@ class _Progress:
     def close(self) -> None:
         if self._p:
             self._p.stop()
-
-
-def summary_dict(summary: FeaturizeSummary) -> dict:
-    d = asdict(summary)
-    d["frames_per_second"] = summary.frames_per_second
-    return d
-
-
