@@ -224,3 +224,15 @@ def test_config_errors_are_clear(weak):
     cache, manifest = weak
     with pytest.raises(VadpipeError, match="unknown prompt set 'nope'"):
         get_head("clipassist", descriptions="nope").fit(cache, manifest)
+
+
+def test_frame_mode_keeps_a_description_shared_by_two_classes(weak):
+    cache, manifest = weak
+    head = get_head("clipassist", mode="frame", epochs=1,
+                    class_descriptions={"Arson": "a fire", "Fighting": ["a fire", "people fighting"]}).fit(cache, manifest)
+    owners = {(t, int(o)) for t, o in zip(head.texts_, head.desc_owner_)}
+    assert {("a fire", 1), ("a fire", 2), ("people fighting", 2)} <= owners
+    with pytest.raises(VadpipeError, match="class prompts of 'Arson' must be a non-empty string"):
+        get_head("clipassist", mode="frame", epochs=1, class_descriptions={"Arson": []}).fit(cache, manifest)
+    with pytest.raises(VadpipeError, match="class prompts given for Arsn, not classes of the manifest"):
+        get_head("zeroshot", class_prompts={"Arsn": "fire"}).fit(cache, manifest)

@@ -340,14 +340,14 @@ def submit_featurize(manifest_path: str | Path, cache_path: str | Path, config, 
     executor = make_executor(options, folder, "vadpipe-featurize")
     entries = list(load_manifest(manifest_path))
     key = canonical_key(config.encoder)
-    done = _done_videos(cache_path, key, num_shards)
     sub = FeaturizeSubmission(key, num_shards, folder=folder if executor.name == "slurm" else None)
+    if executor.name == "slurm":  # first: a running task's HDF5 shard file is locked for reading
+        sub.running = _still_running(folder, num_shards)
+    done = _done_videos(cache_path, key, num_shards, skip_shards=set(sub.running))
     for shard in range(num_shards):
         missing = [e.video_id for e in shard_entries(entries, shard, num_shards) if e.video_id not in done]
         if missing:
             sub.todo[shard] = missing
-    if executor.name == "slurm":
-        sub.running = _still_running(folder, num_shards)
     sub.shards = [s for s in sub.todo if s not in sub.running]
     tasks = [
         Task(f"shard {s}", FeaturizeShard(echo=executor.name == "slurm"),
@@ -361,20 +361,22 @@ def submit_featurize(manifest_path: str | Path, cache_path: str | Path, config, 
     return sub
 
 
-def _done_videos(cache_path: Path, key: str, num_shards: int) -> set[str]:
-    """Video ids done under ``key``: in the cache, or for HDF5 in any per-shard file too."""
+def _done_videos(cache_path: Path, key: str, num_shards: int, skip_shards: set[int] = frozenset()) -> set[str]:
+    """Video ids done under ``key``: in the cache, or for HDF5 in any per-shard file too
+    (except the files of ``skip_shards``, whose tasks are still writing them)."""
     from vadpipe import cache as cache_mod
 
     paths = [cache_path]
     if cache_path.suffix.lower() in (".h5", ".hdf5"):  # one file per shard, merged later
-        paths += [cache_mod.shard_cache_path(cache_path, s, num_shards) for s in range(num_shards)]
+        paths += [cache_mod.shard_cache_path(cache_path, s, num_shards) for s in range(num_shards)
+                  if s not in skip_shards]
     done: set[str] = set()
     for path in paths:
         if not path.exists():
             continue
-        cache = cache_mod.FeatureCache(path)
-        if key in cache.encoders():
-            done.update(cache.video_ids(key))
+        with cache_mod.FeatureCache(path) as cache:
+            if key in cache.encoders():
+                done.update(cache.video_ids(key))
     return done
 
 

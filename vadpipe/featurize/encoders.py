@@ -219,17 +219,19 @@ class ClipEncoder:
             feats = torch.nn.functional.normalize(feats, dim=-1)
         return feats.cpu().numpy().astype(np.float16)
 
-    def encode_text(self, texts: list[str]) -> np.ndarray:
-        """Strings -> L2-normalised ``float32[N, D]`` (the model's own tokenizer)."""
+    def encode_text(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Strings -> L2-normalised ``float32[N, D]`` (the model's own tokenizer), in batches
+        so thousands of captions never go through the text tower at once."""
         import torch
 
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
         with torch.inference_mode():
-            tokens = self.tokenizer(list(texts)).to(self.device)
-            feats = self.model.encode_text(tokens).float()
-            feats = torch.nn.functional.normalize(feats, dim=-1)
-        return feats.cpu().numpy().astype(np.float32)
+            for i in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[i : i + batch_size]).to(self.device)
+                feats = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+                out.append(feats.cpu().numpy().astype(np.float32))
+        return np.concatenate(out)
 
 
 def load_clip(spec: str | EncoderSpec, device: str = "cpu", precision: str = "fp32") -> ClipEncoder:

@@ -390,15 +390,18 @@ class ClipAssistHead(Head):
         from vadpipe.models.text import embed_prompts
 
         cfg = self.config
-        # descriptions: normal, unclassed abnormal, then each class's (a text belongs to one entry)
-        owner: dict[str, int] = {t: -1 for t in pset.normal}  # -1 normal, 0 unclassed abnormal, c >= 1 class c
-        owner.update({t: 0 for t in pset.anomaly if t not in owner})
+        # descriptions: normal, unclassed abnormal, then each class's; one entry per (text, owner),
+        # so two classes sharing a description (RoadAccidents / CarAccident) each keep it
+        entries = dict.fromkeys((t, -1) for t in pset.normal)  # -1 normal, 0 unclassed abnormal, c >= 1 class c
+        entries.update(dict.fromkeys((t, 0) for t in pset.anomaly if (t, -1) not in entries))
         for c, texts in enumerate(per_class, start=1):
-            owner.update({t: c for t in texts})
-        if not any(o == -1 for o in owner.values()):
+            if not texts:
+                raise VadpipeError(f"clipassist: class {self.class_names_[c - 1]!r} has no description")
+            entries.update(dict.fromkeys((t, c) for t in texts))
+        if not any(o == -1 for _, o in entries):
             raise VadpipeError(f"{pset.path}: frame mode needs 'normal' descriptions")
-        self.texts_ = list(owner)
-        self.desc_owner_ = np.array(list(owner.values()), dtype=np.int64)  # (N)
+        self.texts_ = [t for t, _ in entries]
+        self.desc_owner_ = np.array([o for _, o in entries], dtype=np.int64)  # (N)
         text = torch.from_numpy(embed_prompts(encoder, self.texts_, tuple(cfg.templates)))  # (N D)
         sim = DiagonalSimilarity(text, cfg.m).to(device)
         owner_t = torch.from_numpy(self.desc_owner_).to(device)

@@ -175,10 +175,18 @@ def class_texts(
     lookups = [prompt_set.classes] if prompt_set is not None else []
     lookups += [load_prompt_set(s).classes for s in class_sets]
     out = []
+    unknown = sorted(set(overrides) - set(class_names))
+    if unknown:
+        raise VadpipeError(f"class prompts given for {', '.join(unknown)}, not classes of the manifest "
+                           f"({', '.join(class_names) or 'none'})")
     for name in class_names:
         if name in overrides:
             texts = overrides[name]
-            out.append((texts,) if isinstance(texts, str) else tuple(texts))
+            texts = (texts,) if isinstance(texts, str) else tuple(texts) if isinstance(texts, list) else ()
+            if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+                raise VadpipeError(f"class prompts of {name!r} must be a non-empty string or list of them, "
+                                   f"got {overrides[name]!r}")
+            out.append(texts)
             continue
         out.append(next((lk[name] for lk in lookups if name in lk), (class_prompt(name),)))
     return out
