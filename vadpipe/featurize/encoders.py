@@ -272,7 +272,11 @@ def _load_clip_cached(spec: EncoderSpec, device: str, precision: str) -> ClipEnc
                 root_logger.setLevel(logging.ERROR)
             model, _, _ = open_clip.create_model_and_transforms(spec.model, pretrained=spec.pretrained)
         except RuntimeError as exc:
-            raise VadpipeError(f"could not load encoder {spec.key}: {' '.join(str(exc).split())[:300]}") from None
+            hint = ""
+            if "download" in str(exc).lower():
+                hint = (" -- offline? pass a local checkpoint (MODEL:/path/to/file) or, for a check of the"
+                        " pipeline only, vadpipe-tiny")
+            raise VadpipeError(f"could not load encoder {spec.key}{hint}: {' '.join(str(exc).split())[:200]}") from None
         finally:
             root_logger.setLevel(level)
     model.eval()
