@@ -70,3 +70,17 @@ def planted_cache(path: Path, manifest_rows: list[dict], dim: int = 64, seed: in
             {"num_frames": T, "fps": 25.0},
         )
     return FeatureCache(path)
+
+
+def unit(v):
+    """Rows of ``v`` scaled to unit length."""
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def frame_auc(manifest, scores):
+    """ROC AUC of the sampled frames' scores against the manifest's frame labels."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
+    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))

@@ -21,17 +21,13 @@ from vadpipe.models.anomalyclip import (
 )
 from vadpipe.models.zeroshot import class_prompt
 
-from conftest import TINY_KEY, planted_cache
+from conftest import TINY_KEY, planted_cache, unit
 
 D = 64
 CLASSES = ["Arson", "Fighting", "RoadAccidents"]
 # small clips and a short run: the paper's S=32, F=16, B=64, 50 epochs do not fit a unit test
 FAST = dict(num_segments=8, frames_per_segment=4, top_k=2, batch_size=8, embed_dim=64, heads=4,
             steps=300, lr=1e-3, device="cpu")
-
-
-def unit(v):
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
 def planted_weak(path, tiny_encoder, seed=0, n_train=12, T=48, shift=0.6, nuisance=0.8, noise=0.03):

@@ -17,8 +17,8 @@ from vadpipe.models.clipassist import (
 from vadpipe.models.text import embed_prompts
 from vadpipe.models.zeroshot import load_prompt_set
 
-from conftest import planted_cache
-from test_zeroshot import frame_auc
+from conftest import frame_auc, planted_cache
+
 
 D, T, SEG = 64, 48, 12
 CLASSES = ("Arson", "Fighting")

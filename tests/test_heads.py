@@ -2,19 +2,14 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
 from vadpipe.models import NotFittedError, get_head, list_heads, load_head
 
-from conftest import TINY_KEY, planted_cache
+from conftest import TINY_KEY, frame_auc, planted_cache, unit
 
 D = 64
-
-
-def unit(v):
-    return v / np.linalg.norm(v)
 
 
 def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0):
@@ -45,11 +40,6 @@ def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0):
         rows.append({"video_id": f"te{i}", "emb": emb})
         entries.append(VideoEntry(f"te{i}", "x", "test", "Fighting", (interval,), num_frames=T))
     return planted_cache(tmp_path / "planted.zarr", rows), Manifest(entries)
-
-
-def frame_auc(manifest, scores):
-    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
-    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
 
 
 def test_prototype_finds_planted_anomalies(tmp_path):

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
@@ -20,18 +19,9 @@ from vadpipe.models.kmeans import (
 )
 from vadpipe.models.text import embed_prompts
 
-from conftest import planted_cache
+from conftest import frame_auc, planted_cache, unit
 
 D = 64
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def frame_auc(manifest, scores):
-    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
-    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
 
 
 def planted_modes(tmp_path, modes, seed=0, n_train=6, n_test=5, T=40, noise=0.05):

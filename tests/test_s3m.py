@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from vadpipe.cache import FeatureCache
@@ -13,22 +12,13 @@ from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
 from vadpipe.models import get_head, load_head
 
-from conftest import TINY, TINY_KEY, planted_cache, require_shared
+from conftest import TINY, TINY_KEY, frame_auc, planted_cache, require_shared, unit
 from test_captioner import make_tiny_blip2
 
 D = 64
 SMALL = dict(d_model=32, d_state=16, epochs=5)  # the paper's 3 layers, 20 -> 4; a narrow net trains fast
 CAP_KEY = "planted-blip2:vqa3-00000000"
 QUESTIONS = ["What is the pose of the person in the picture?", "What does the person look like?", "<caption>"]
-
-
-def unit(v):
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def frame_auc(manifest, scores):
-    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
-    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
 
 
 def circle_cache(path, T=100, seed=0):

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
@@ -18,14 +17,9 @@ from vadpipe.models.zeroshot import (
     load_prompt_set,
 )
 
-from conftest import planted_cache
+from conftest import frame_auc, planted_cache
 
 D, T, SEG = 64, 40, 12
-
-
-def frame_auc(manifest, scores):
-    y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
-    return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
 
 
 def planted(tmp_path, normal: np.ndarray, directions: dict, seed=0, n=8):
