@@ -57,11 +57,11 @@ from vadpipe.data_manifests.schema import Manifest
 from vadpipe.errors import VadpipeError
 from vadpipe.featurize.pipeline import (
     FeaturizeSummary,
-    _append_jsonl,
     _base_attrs,
     _prefetch,
     _Progress,
     failures_log_path,
+    record_failure,
     shard_entries,
 )
 from vadpipe.featurize.readers import DecodeError, open_source
@@ -334,13 +334,7 @@ def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, 
             outcome = _caption_one(entry, cache.read(clip_key, entry.video_id), captioner, clip, cache,
                                    summary.encoder_key, batch_size, bar.frames)
             if isinstance(outcome, tuple):  # (stage, reason)
-                stage, reason = outcome
-                cache.mark_failed(summary.encoder_key, entry.video_id, stage, reason, _base_attrs(entry))
-                record = {"video_id": entry.video_id, "path": entry.path, "stage": stage, "reason": reason,
-                          "encoder": summary.encoder_key, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                summary.failed.append(record)
-                _append_jsonl(log_path, record)
-                bar.note(f"failed {entry.video_id}: {reason}")
+                record_failure(cache, summary.encoder_key, entry, *outcome, summary, log_path, bar)
             else:
                 summary.done.append(entry.video_id)
                 summary.frames += outcome["samples"]

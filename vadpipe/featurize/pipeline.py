@@ -141,18 +141,7 @@ def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -
     bar = _Progress(len(todo), enabled=progress)
 
     def fail(entry, stage, reason):
-        cache.mark_failed(encoder.key, entry.video_id, stage, reason, _base_attrs(entry))
-        record = {
-            "video_id": entry.video_id,
-            "path": entry.path,
-            "stage": stage,
-            "reason": reason,
-            "encoder": encoder.key,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        summary.failed.append(record)
-        _append_jsonl(log_path, record)
-        bar.note(f"failed {entry.video_id}: {reason}")
+        record_failure(cache, encoder.key, entry, stage, reason, summary, log_path, bar)
 
     try:
         for item in items:
@@ -180,6 +169,22 @@ def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
+
+
+def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> None:
+    """A video that cannot be done: in its cache group, the summary, the JSONL log, the bar."""
+    cache.mark_failed(key, entry.video_id, stage, reason, _base_attrs(entry))
+    record = {
+        "video_id": entry.video_id,
+        "path": entry.path,
+        "stage": stage,
+        "reason": reason,
+        "encoder": key,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    summary.failed.append(record)
+    _append_jsonl(log_path, record)
+    bar.note(f"failed {entry.video_id}: {reason}")
 
 
 def _decode_items(jobs, config, encoder):
