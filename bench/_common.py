@@ -5,15 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 
 from vadpipe.synth import render_clip
 
 
-def write_long_video(path: str | Path, seconds: float, fps: int = 25, seed: int = 0) -> Path:
+def write_long_video(
+    path: str | Path, seconds: float, fps: int = 25, seed: int = 0, size: tuple[int, int] | None = None
+) -> Path:
     """A synthetic footpath video of any length, written without holding it in memory:
-    a 10 s clip is rendered once and looped (the encoder sees the same work per frame)."""
+    a 10 s clip is rendered once and looped (the encoder sees the same work per frame).
+    ``size`` (width, height): the clip is resized to it (default: the scene's 320x240)."""
     path = Path(path)
     loop = render_clip(10 * fps, seed=seed)  # (250 H W 3)
+    if size is not None and tuple(size) != (loop.shape[2], loop.shape[1]):
+        from PIL import Image
+
+        loop = np.stack([np.asarray(Image.fromarray(f).resize(tuple(size), Image.BICUBIC)) for f in loop])
     n = int(seconds * fps)
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)

@@ -137,12 +137,19 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path):
     for vid, (idx, pts, emb) in rows.items():
         w.write_video("k", vid, idx, pts, emb, {"num_frames": 20},
                       arrays={"text": np.array([["a b"], ["c"], ["d"], ["e"], ["f"]])[: len(idx)]})
+    # arrays of other kinds (several compressed chunks, big-endian) go through the zarr API
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r+")["k"]["many"]
+    g.create_array("chunked", data=np.arange(10.0).reshape(5, 2), chunks=(2, 2))
+    g.create_array("big_endian", data=np.arange(5, dtype=">i4"), compressors=None)
     root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     r = FeatureCache(tmp_path / "c.zarr")
+    assert {"chunked", "big_endian"} <= set(r.read("k", "many").arrays)
     for vid in rows:
         f = r.read("k", vid)
         g = root["k"][vid]
-        for name, got in (("frame_index", f.frame_index), ("pts", f.pts), ("emb", f.emb), ("text", f.arrays["text"])):
+        for name, got in [("frame_index", f.frame_index), ("pts", f.pts), ("emb", f.emb), ("text", f.arrays["text"])] + [
+            (name, f.arrays[name]) for name in ("chunked", "big_endian") if name in f.arrays
+        ]:
             ref = g[name][:]
             assert got.dtype == ref.dtype and got.shape == ref.shape
             np.testing.assert_array_equal(got, ref)

@@ -192,21 +192,27 @@ class _ZarrBackend:
         faster than opening each array with zarr, which matters when a head loads a whole
         cache.
         """
-        folder = self._local_folder(node)
+        folder = self._local_folder(node) if _FAST_READS else None
         if folder is None:
             if not self.has(node):
                 return None
             return self.attrs(node), {n: self.read_array(node, n) for n in self.arrays(node)}
         try:
-            with open(os.path.join(folder, "zarr.json"), "rb") as fh:
-                meta = json.loads(fh.read())
-        except FileNotFoundError:
+            gfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        arrays = {}
-        for entry in os.scandir(folder):
-            if entry.is_dir():
-                data = _read_plain_zarr_array(entry.path)
-                arrays[entry.name] = data if data is not None else self.read_array(node, entry.name)
+        try:  # paths relative to the group's folder: one path walk per video, not per file
+            try:
+                meta = json.loads(_read_file("zarr.json", gfd))
+            except FileNotFoundError:
+                return None
+            arrays = {}
+            for entry in os.scandir(gfd):
+                if entry.is_dir():
+                    data = _read_plain_zarr_array(entry.name, gfd)
+                    arrays[entry.name] = data if data is not None else self.read_array(node, entry.name)
+        finally:
+            os.close(gfd)
         return dict(meta.get("attributes", {})), arrays
 
     def _local_folder(self, node: str) -> str | None:
@@ -219,43 +225,84 @@ class _ZarrBackend:
         pass
 
 
+# the fast reader opens files relative to a group's folder and reads straight into arrays
+_FAST_READS = os.open in os.supports_dir_fd and os.scandir in os.supports_fd and hasattr(os, "readv")
 _PLAIN_DTYPES = {"int64", "float64", "float32", "float16", "int32", "uint8", "bool"}
+_PLAN_MEMO: dict[bytes, tuple | None] = {}  # raw array zarr.json -> its read plan (many are identical)
+_PLAN_MEMO_MAX = 4096
 
 
-def _read_plain_zarr_array(folder: str) -> np.ndarray | None:
-    """An uncompressed single-chunk Zarr v3 array read from its files; None if not that kind."""
+def _read_file(path: str, dir_fd: int | None = None) -> bytes:
+    """A whole (small) file, with plain system calls: Python file objects cost more than
+    the read itself for the metadata files of a cache."""
+    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
     try:
-        with open(os.path.join(folder, "zarr.json"), "rb") as fh:
-            meta = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    shape = tuple(meta.get("shape", ()))
-    grid = meta.get("chunk_grid", {})
-    codecs = meta.get("codecs", [])
-    plain = (
-        meta.get("node_type") == "array"
-        and isinstance(meta.get("data_type"), str)
-        and meta["data_type"] in _PLAIN_DTYPES
-        and grid.get("name") == "regular"
-        and tuple(grid["configuration"]["chunk_shape"]) == shape
-        and meta.get("chunk_key_encoding", {}).get("name") == "default"
-        and len(codecs) == 1
-        and codecs[0].get("name") == "bytes"
-        and codecs[0].get("configuration", {}).get("endian", "little") == "little"
-        and not meta.get("storage_transformers")
-    )
-    if not plain or 0 in shape:
-        return None
-    sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
-    chunk = os.path.join(folder, "c" + sep + sep.join("0" * len(shape)) if shape else "c")
-    out = np.empty(shape, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
+        parts = []
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                return b"".join(parts)
+            parts.append(block)
+    finally:
+        os.close(fd)
+
+
+def _plain_plan(raw: bytes) -> tuple | None:
+    """``(shape, dtype, chunk file name, fill value)`` of an uncompressed single-chunk Zarr v3
+    array from its metadata; None when the array is any other kind."""
+    if raw in _PLAN_MEMO:
+        return _PLAN_MEMO[raw]
     try:
-        with open(chunk, "rb", buffering=0) as fh:
-            if os.fstat(fh.fileno()).st_size != out.nbytes:
-                return None
-            n = fh.readinto(memoryview(out).cast("B"))  # one pass, straight into the array
+        meta = json.loads(raw)
+        shape = tuple(meta.get("shape", ()))
+        grid = meta.get("chunk_grid", {})
+        codecs = meta.get("codecs", [])
+        plain = (
+            meta.get("node_type") == "array"
+            and isinstance(meta.get("data_type"), str)
+            and meta["data_type"] in _PLAIN_DTYPES
+            and grid.get("name") == "regular"
+            and tuple(grid["configuration"]["chunk_shape"]) == shape
+            and meta.get("chunk_key_encoding", {}).get("name") == "default"
+            and len(codecs) == 1
+            and codecs[0].get("name") == "bytes"
+            and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+            and not meta.get("storage_transformers")
+            and 0 not in shape
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        plain = False
+    plan = None
+    if plain:
+        sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")
+        chunk = "c" + sep + sep.join("0" * len(shape)) if shape else "c"
+        plan = (shape, np.dtype(meta["data_type"]).newbyteorder("<"), chunk, meta.get("fill_value", 0))
+    if len(_PLAN_MEMO) < _PLAN_MEMO_MAX:
+        _PLAN_MEMO[raw] = plan
+    return plan
+
+
+def _read_plain_zarr_array(folder: str, dir_fd: int | None = None) -> np.ndarray | None:
+    """An uncompressed single-chunk Zarr v3 array read from its files; None if not that kind.
+    ``folder`` may be relative to the open directory ``dir_fd`` (short path walks)."""
+    try:
+        plan = _plain_plan(_read_file(f"{folder}/zarr.json", dir_fd))
+    except OSError:
+        return None
+    if plan is None:
+        return None
+    shape, dtype, chunk, fill = plan
+    try:
+        fd = os.open(f"{folder}/{chunk}", os.O_RDONLY, dir_fd=dir_fd)
     except FileNotFoundError:  # never written: every element is the fill value
-        return np.full(shape, meta.get("fill_value", 0), dtype=out.dtype)
+        return np.full(shape, fill, dtype=dtype)
+    try:
+        out = np.empty(shape, dtype=dtype)
+        if os.fstat(fd).st_size != out.nbytes:
+            return None
+        n = os.readv(fd, [memoryview(out).cast("B")])  # one pass, straight into the array
+    finally:
+        os.close(fd)
     return out if n == out.nbytes else None
 
 

@@ -10,14 +10,15 @@ sequentially, one frame in memory at a time, and emits:
   snippet starts;
 * ``("error", pos, stage, reason)`` -- the video could not be read (one-line reason).
 
-Resize + crop run here, on batched uint8 tensors of the frames of one chunk (torchvision,
-antialiased bicubic, numerically close to open_clip's PIL path), because shipping full
-frames (25 MB each at 4K) to the main process or the GPU costs more than the resize.
+Resize + crop run here, on batched uint8 tensors of the frames of one chunk (torch's uint8
+antialias kernel: PIL's algorithm, ~0.13 ms a 320x240 frame), because shipping full frames
+(25 MB each at 4K) to the main process or the GPU costs more than the resize.
 Normalisation happens on the model's device (:meth:`Preprocessing.normalize`).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,23 +40,25 @@ class DecodeJob:
 
 
 class DecodeDataset(IterableDataset):
-    def __init__(self, jobs: list[DecodeJob], sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES):
+    def __init__(self, jobs: list[DecodeJob], sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES,
+                 threads: int = 0):
         self.jobs = jobs
         self.sampling = sampling
         self.preprocessing = preprocessing
         self.chunk_frames = chunk_frames
+        self.threads = threads  # FFmpeg threads per video (0: FFmpeg's choice)
 
     def __iter__(self):
         info = get_worker_info()
         jobs = self.jobs if info is None else self.jobs[info.id :: info.num_workers]
         for job in jobs:
-            yield from decode_video(job, self.sampling, self.preprocessing, self.chunk_frames)
+            yield from decode_video(job, self.sampling, self.preprocessing, self.chunk_frames, self.threads)
 
 
-def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES):
+def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES, threads: int = 0):
     """Generator of the items described in the module docstring, for one video."""
     try:
-        source = open_source(job.path, fps_hint=job.fps_hint)
+        source = open_source(job.path, fps_hint=job.fps_hint, threads=threads)
         plan = sampling.plan(source.count_frames() if sampling.needs_length else None)
         chunk: list = []
         nbytes = 0
@@ -99,5 +102,14 @@ def _frames_item(pos: int, chunk: list, preprocessing):
     return ("frames", pos, index, pts, preprocessing.resize_crop_batch(frames))
 
 
-def worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # decode workers: one core each, leave the rest to the model
+def worker_init(_worker_id: int, nice: int = 0) -> None:
+    """Decode workers: one torch thread each (the rest is the model's). With a CPU encoder
+    they also run at a lower priority (``nice``): the encoder's threads wait for each other
+    at every layer, so a decode worker taking a core from one of them stalls them all,
+    while a worker that only fills the gaps costs the encoder nothing."""
+    torch.set_num_threads(1)
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:
+            pass

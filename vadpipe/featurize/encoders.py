@@ -108,8 +108,9 @@ class Preprocessing:
 
     Same steps as ``open_clip.image_transform(..., is_train=False)``: resize (shortest side
     to ``size`` with bicubic + antialias, as PIL; or ``squash`` to size x size), centre crop,
-    scale to [0, 1], normalise by mean/std. The resize keeps uint8 (rounded, as PIL does) so
-    a batch of frames waiting for the model costs 3 x size^2 bytes each.
+    scale to [0, 1], normalise by mean/std. The resize keeps uint8 (PIL's own fixed-point
+    algorithm, see :meth:`_resize`) so a batch of frames waiting for the model costs
+    3 x size^2 bytes each.
     """
 
     size: int
@@ -125,7 +126,7 @@ class Preprocessing:
             "std": list(self.std),
             "interpolation": self.interpolation,
             "resize_mode": self.resize_mode,
-            "implementation": "vadpipe tensor resize (torchvision antialias) + center crop",
+            "implementation": "vadpipe uint8 tensor resize (torch antialias, PIL fixed point) + center crop",
         }
 
     def resize_crop(self, rgb: np.ndarray):
@@ -136,15 +137,10 @@ class Preprocessing:
 
     def resize_crop_batch(self, frames):
         """``uint8 tensor (B, H, W, 3)`` (frames of one size) -> ``uint8 (B, 3, size, size)``."""
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
-        img = frames.permute(0, 3, 1, 2)  # (B 3 H W)
-        mode = InterpolationMode(self.interpolation)
-        h, w = img.shape[-2:]
+        h, w = frames.shape[1:3]
         s = self.size
         if self.resize_mode == "squash":
-            return TF.resize(img, [s, s], interpolation=mode, antialias=True).contiguous()
+            return self._resize(frames, s, s).contiguous()
         if self.resize_mode != "shortest":
             raise VadpipeError(f"resize mode {self.resize_mode!r} is not supported (shortest, squash)")
         # torchvision/PIL rule: the short side becomes s, the long side int(s * long / short)
@@ -152,11 +148,29 @@ class Preprocessing:
             new_h, new_w = s, int(s * w / h)
         else:
             new_h, new_w = int(s * h / w), s
-        if (new_h, new_w) != (h, w):
-            img = TF.resize(img.contiguous(), [new_h, new_w], interpolation=mode, antialias=True)
+        img = self._resize(frames, new_h, new_w) if (new_h, new_w) != (h, w) else frames.permute(0, 3, 1, 2)
         top = int(round((new_h - s) / 2.0))
         left = int(round((new_w - s) / 2.0))
         return img[:, :, top : top + s, left : left + s].contiguous()
+
+    def _resize(self, frames, new_h: int, new_w: int):
+        """``(B, H, W, 3)`` uint8 -> ``(B, 3, new_h, new_w)`` uint8, antialiased like PIL.
+
+        On CPU, torch's native uint8 kernel on the channels-last view: PIL's fixed-point
+        algorithm (mean |difference| to PIL ~0.004 grey levels, max 1) and ~30x faster than
+        torchvision's tensor resize, which converts to float (mean |difference| ~0.2).
+        Elsewhere, the float kernel, rounded and clamped back to uint8.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if self.interpolation not in ("bicubic", "bilinear"):
+            raise VadpipeError(f"interpolation {self.interpolation!r} is not supported (bicubic, bilinear)")
+        img = frames.permute(0, 3, 1, 2)  # a channels-last view: what the uint8 kernel wants
+        if img.device.type == "cpu":
+            return F.interpolate(img, size=(new_h, new_w), mode=self.interpolation, antialias=True)
+        out = F.interpolate(img.float(), size=(new_h, new_w), mode=self.interpolation, antialias=True)
+        return out.round_().clamp_(0, 255).to(torch.uint8)
 
     def normalize(self, batch, dtype, device):
         """``uint8 (B, 3, s, s)`` -> normalised float tensor on ``device``."""

@@ -16,6 +16,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -187,14 +188,19 @@ def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> 
     bar.note(f"failed {entry.video_id}: {reason}")
 
 
+WORKER_NICE = 10  # decode workers' priority below a CPU encoder's (see decode.worker_init)
+
+
 def _decode_items(jobs, config, encoder):
     """Items from the decode workers (processes), or from a thread when ``workers=0``."""
     from vadpipe.featurize.decode import DecodeDataset, worker_init
 
-    dataset = DecodeDataset(jobs, config.sampling, encoder.preprocessing)
     workers = resolve_workers(config.workers, len(jobs))
     if workers == 0:
-        return _prefetch(iter(dataset), maxsize=8)
+        return _prefetch(iter(DecodeDataset(jobs, config.sampling, encoder.preprocessing)), maxsize=8)
+    # each worker process decodes with its share of the cores; the encoder keeps one share
+    threads = max(1, (os.cpu_count() or 2) // (workers + 1))
+    dataset = DecodeDataset(jobs, config.sampling, encoder.preprocessing, threads=threads)
     from torch.utils.data import DataLoader
 
     return iter(
@@ -202,7 +208,7 @@ def _decode_items(jobs, config, encoder):
             dataset,
             batch_size=None,
             num_workers=workers,
-            worker_init_fn=worker_init,
+            worker_init_fn=functools.partial(worker_init, nice=0 if encoder.device.startswith("cuda") else WORKER_NICE),
             pin_memory=encoder.device.startswith("cuda"),
             prefetch_factor=4,
         )
