@@ -87,9 +87,10 @@ def main():
         t_encoder = min(t_encoder, time.perf_counter() - t0)
         shutil.rmtree(root / "cache.zarr", ignore_errors=True)
         t0 = time.perf_counter()
-        summary = featurize(manifest, root / "cache.zarr", cfg)
-        t_featurize = min(t_featurize, time.perf_counter() - t0)
-        assert summary.frames == n and not summary.failed
+        run = featurize(manifest, root / "cache.zarr", cfg)
+        assert run.frames == n and not run.failed
+        if time.perf_counter() - t0 < t_featurize:
+            t_featurize, summary = time.perf_counter() - t0, run
 
     t_decode = vadpipe_decode(videos, args.stride, enc.preprocessing)
     t_peer, t_peer_cpu = peer_recipe(videos, args.encoder, device, precision, args.stride, args.batch_size, root / "jpeg")

@@ -124,9 +124,19 @@ def test_verify_and_info(tmp_path):
     assert r.exit_code == 0 and "6 done, 1 failed, 1 incomplete" in r.output
 
 
-def test_fast_zarr_reader_equals_the_zarr_api(tmp_path):
-    """The direct-file read path gives exactly what zarr itself reads, fill-value chunks included."""
+@pytest.mark.parametrize("portable", [False, True], ids=["dir_fd", "plain-paths"])
+def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
+    """The direct-file read path gives exactly what zarr itself reads, fill-value chunks
+    included; also where the OS has no dir_fd/readv (e.g. Windows)."""
+    import os
+
     import zarr
+
+    import vadpipe.cache
+
+    if portable:
+        monkeypatch.setattr(vadpipe.cache, "_DIR_FD", False)
+        monkeypatch.delattr(os, "readv", raising=False)
 
     w = FeatureCache(tmp_path / "c.zarr", mode="a")
     w.ensure_encoder("k", {"dim": 3})

@@ -114,8 +114,24 @@ def test_rerun_skips_done_videos(real_cache, real_manifest):
 def test_recipe_mismatch_is_refused(real_cache, real_manifest):
     from vadpipe.errors import VadpipeError
 
-    with pytest.raises(VadpipeError, match="exists with sampling="):
+    with pytest.raises(VadpipeError, match=r"exists with sampling\.stride=2, this run asks sampling\.stride=3"):
         featurize(real_manifest, real_cache, FeaturizeConfig(encoder=TINY, sampling=Sampling(3)))
+
+
+def test_cache_of_an_older_preprocessing_is_not_extended(tmp_path):
+    """A cache begun with another resize implementation (vadpipe 0.1: torchvision's float
+    path) is refused by name, not silently mixed."""
+    from vadpipe.cache import FeatureCache
+    from vadpipe.errors import VadpipeError
+    from vadpipe.featurize.encoders import load_clip
+
+    recipe = load_clip(TINY).recipe()
+    old = {**recipe, "preprocessing": {**recipe["preprocessing"], "implementation": "vadpipe tensor resize "
+                                       "(torchvision antialias) + center crop"}}
+    with FeatureCache(tmp_path / "c.zarr", mode="a") as c:
+        c.ensure_encoder(TINY_KEY, old)
+        with pytest.raises(VadpipeError, match=r"preprocessing\.implementation='vadpipe tensor resize"):
+            c.ensure_encoder(TINY_KEY, recipe)
 
 
 def test_bad_videos_are_reported_and_the_rest_complete(tmp_path):

@@ -192,27 +192,31 @@ class _ZarrBackend:
         faster than opening each array with zarr, which matters when a head loads a whole
         cache.
         """
-        folder = self._local_folder(node) if _FAST_READS else None
+        folder = self._local_folder(node)
         if folder is None:
             if not self.has(node):
                 return None
             return self.attrs(node), {n: self.read_array(node, n) for n in self.arrays(node)}
+        # paths relative to the group's open folder: one path walk per video, not per file
+        # (plain paths where the OS has no dir_fd, e.g. Windows)
         try:
-            gfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            gfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if _DIR_FD else None
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:  # paths relative to the group's folder: one path walk per video, not per file
+        base = "" if _DIR_FD else folder + os.sep
+        try:
             try:
-                meta = json.loads(_read_file("zarr.json", gfd))
+                meta = json.loads(_read_file(base + "zarr.json", gfd))
             except FileNotFoundError:
                 return None
             arrays = {}
-            for entry in os.scandir(gfd):
+            for entry in os.scandir(gfd if _DIR_FD else folder):
                 if entry.is_dir():
-                    data = _read_plain_zarr_array(entry.name, gfd)
+                    data = _read_plain_zarr_array(base + entry.name, gfd)
                     arrays[entry.name] = data if data is not None else self.read_array(node, entry.name)
         finally:
-            os.close(gfd)
+            if gfd is not None:
+                os.close(gfd)
         return dict(meta.get("attributes", {})), arrays
 
     def _local_folder(self, node: str) -> str | None:
@@ -225,8 +229,8 @@ class _ZarrBackend:
         pass
 
 
-# the fast reader opens files relative to a group's folder and reads straight into arrays
-_FAST_READS = os.open in os.supports_dir_fd and os.scandir in os.supports_fd and hasattr(os, "readv")
+# the fast reader opens files relative to a group's open folder where the OS can
+_DIR_FD = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
 _PLAIN_DTYPES = {"int64", "float64", "float32", "float16", "int32", "uint8", "bool"}
 _PLAN_MEMO: dict[bytes, tuple | None] = {}  # raw array zarr.json -> its read plan (many are identical)
 _PLAN_MEMO_MAX = 4096
@@ -235,7 +239,7 @@ _PLAN_MEMO_MAX = 4096
 def _read_file(path: str, dir_fd: int | None = None) -> bytes:
     """A whole (small) file, with plain system calls: Python file objects cost more than
     the read itself for the metadata files of a cache."""
-    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0), dir_fd=dir_fd)
     try:
         parts = []
         while True:
@@ -286,24 +290,31 @@ def _read_plain_zarr_array(folder: str, dir_fd: int | None = None) -> np.ndarray
     """An uncompressed single-chunk Zarr v3 array read from its files; None if not that kind.
     ``folder`` may be relative to the open directory ``dir_fd`` (short path walks)."""
     try:
-        plan = _plain_plan(_read_file(f"{folder}/zarr.json", dir_fd))
+        plan = _plain_plan(_read_file(os.path.join(folder, "zarr.json"), dir_fd))
     except OSError:
         return None
     if plan is None:
         return None
     shape, dtype, chunk, fill = plan
     try:
-        fd = os.open(f"{folder}/{chunk}", os.O_RDONLY, dir_fd=dir_fd)
+        fd = os.open(os.path.join(folder, chunk), os.O_RDONLY | getattr(os, "O_BINARY", 0), dir_fd=dir_fd)
     except FileNotFoundError:  # never written: every element is the fill value
         return np.full(shape, fill, dtype=dtype)
     try:
         out = np.empty(shape, dtype=dtype)
         if os.fstat(fd).st_size != out.nbytes:
             return None
-        n = os.readv(fd, [memoryview(out).cast("B")])  # one pass, straight into the array
+        n = _readinto(fd, memoryview(out).cast("B"))  # one pass, straight into the array
     finally:
         os.close(fd)
     return out if n == out.nbytes else None
+
+
+def _readinto(fd: int, buf: memoryview) -> int:
+    if hasattr(os, "readv"):
+        return os.readv(fd, [buf])
+    with open(fd, "rb", buffering=0, closefd=False) as fh:  # e.g. Windows
+        return fh.readinto(buf)
 
 
 class _H5Backend:
@@ -460,10 +471,13 @@ class FeatureCache:
                 if k in recipe and have.get(k) != recipe[k]
             ]
             if diffs:
-                k = diffs[0]
+                k, old, new = diffs[0], have.get(diffs[0]), recipe[diffs[0]]
+                if isinstance(old, dict) and isinstance(new, dict):  # name the field that differs
+                    sub = next(s for s in sorted(set(old) | set(new)) if old.get(s) != new.get(s))
+                    k, old, new = f"{k}.{sub}", old.get(sub), new.get(sub)
                 raise VadpipeError(
-                    f"{self.path}: encoder {key!r} exists with {k}={have.get(k)!r}, this run asks "
-                    f"{k}={recipe[k]!r}; use another cache (one recipe per encoder key)"
+                    f"{self.path}: encoder {key!r} exists with {k}={old!r}, this run asks "
+                    f"{k}={new!r}; use another cache (one recipe per encoder key)"
                 )
 
     # ---------------------------------------------------------------- videos

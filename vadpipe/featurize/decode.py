@@ -11,14 +11,13 @@ sequentially, one frame in memory at a time, and emits:
 * ``("error", pos, stage, reason)`` -- the video could not be read (one-line reason).
 
 Resize + crop run here, on batched uint8 tensors of the frames of one chunk (torch's uint8
-antialias kernel: PIL's algorithm, ~0.13 ms a 320x240 frame), because shipping full frames
+antialias kernel: PIL's algorithm, 0.2-0.4 ms a 320x240 frame), because shipping full frames
 (25 MB each at 4K) to the main process or the GPU costs more than the resize.
 Normalisation happens on the model's device (:meth:`Preprocessing.normalize`).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,14 +101,5 @@ def _frames_item(pos: int, chunk: list, preprocessing):
     return ("frames", pos, index, pts, preprocessing.resize_crop_batch(frames))
 
 
-def worker_init(_worker_id: int, nice: int = 0) -> None:
-    """Decode workers: one torch thread each (the rest is the model's). With a CPU encoder
-    they also run at a lower priority (``nice``): the encoder's threads wait for each other
-    at every layer, so a decode worker taking a core from one of them stalls them all,
-    while a worker that only fills the gaps costs the encoder nothing."""
-    torch.set_num_threads(1)
-    if nice and hasattr(os, "nice"):
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
+def worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # decode workers: one core each, leave the rest to the model

@@ -16,7 +16,6 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import queue
@@ -188,9 +187,6 @@ def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> 
     bar.note(f"failed {entry.video_id}: {reason}")
 
 
-WORKER_NICE = 10  # decode workers' priority below a CPU encoder's (see decode.worker_init)
-
-
 def _decode_items(jobs, config, encoder):
     """Items from the decode workers (processes), or from a thread when ``workers=0``."""
     from vadpipe.featurize.decode import DecodeDataset, worker_init
@@ -199,7 +195,7 @@ def _decode_items(jobs, config, encoder):
     if workers == 0:
         return _prefetch(iter(DecodeDataset(jobs, config.sampling, encoder.preprocessing)), maxsize=8)
     # each worker process decodes with its share of the cores; the encoder keeps one share
-    threads = max(1, (os.cpu_count() or 2) // (workers + 1))
+    threads = max(1, usable_cores() // (workers + 1))
     dataset = DecodeDataset(jobs, config.sampling, encoder.preprocessing, threads=threads)
     from torch.utils.data import DataLoader
 
@@ -208,7 +204,7 @@ def _decode_items(jobs, config, encoder):
             dataset,
             batch_size=None,
             num_workers=workers,
-            worker_init_fn=functools.partial(worker_init, nice=0 if encoder.device.startswith("cuda") else WORKER_NICE),
+            worker_init_fn=worker_init,
             pin_memory=encoder.device.startswith("cuda"),
             prefetch_factor=4,
         )
@@ -239,10 +235,18 @@ def release_free_heap() -> None:
         _MALLOC_TRIM(0)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a Slurm allocation or ``taskset``), not the node's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 2
+
+
 def resolve_workers(workers: int | None, num_videos: int) -> int:
     """``None``: one decode process per spare core (at most 8), none for a single video."""
     if workers is None:
-        workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+        workers = min(8, max(1, usable_cores() - 1))
     return max(0, min(int(workers), num_videos))
 
 
@@ -271,6 +275,8 @@ class _VideoBatches:
         t = time.perf_counter()
         if self.buffered and (final or self.buffered >= batch_size):
             frames = torch.cat(self.frames) if len(self.frames) > 1 else self.frames[0]
+            if len(self.frames) > 1 and encoder.device.startswith("cuda"):
+                frames = frames.pin_memory()  # cat() drops the loader's pinning; keep copies async
             n_full = len(frames) if final else (len(frames) // batch_size) * batch_size
             for i in range(0, n_full, batch_size):
                 self.embs.append(encoder.encode_images(frames[i : min(i + batch_size, n_full)]))
