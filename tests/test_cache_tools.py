@@ -1,4 +1,6 @@
 """Issue 3: HDF5 parity, merge, import/export, verify and info."""
+import json
+
 
 import numpy as np
 import pytest
@@ -86,15 +88,30 @@ def test_import_layouts_and_bad_files(tmp_path):
     np.save(d / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.save(d / "wrongdim.npy", rng.normal(size=(5, 16)).astype(np.float32))
     (d / "garbage.npy").write_bytes(b"nope")
-    manifest = Manifest([VideoEntry(v, "x", "test", "normal") for v in ("crops", "pickled", "wrongdim", "garbage", "absent")])
+    np.save(d / "short.npy", rng.normal(size=(8, 32)).astype(np.float32))  # 8 x 16 frames, video of 50
+    ids = ("crops", "pickled", "wrongdim", "garbage", "absent")
+    manifest = Manifest([VideoEntry(v, "x", "test", "normal") for v in ids]
+                        + [VideoEntry("short", "x", "test", "normal", num_frames=50)])
     s = import_npy(d, tmp_path / "c.zarr", "i3d-rtfm", manifest, snippet=16)
     assert s.imported == ["crops"]
     reasons = {f["video_id"]: f["reason"] for f in s.failed}
     assert "not a readable .npy" in reasons["pickled"] and "not a readable .npy" in reasons["garbage"]
     assert "feature dim 16 != 32" in reasons["wrongdim"] and "not found" in reasons["absent"]
+    assert "8 rows x 16 frames go past the 50 frames the manifest gives (wrong --snippet?)" in reasons["short"]
     f = FeatureCache(tmp_path / "c.zarr").read("i3d-rtfm", "crops")
     np.testing.assert_array_equal(f.frame_index, np.arange(6) * 16)
     assert f.num_frames == 96 and f.emb.shape == (6, 32)
+    # failures are kept as featurize keeps them: in the cache (cache info) and the JSONL log
+    log = [json.loads(line) for line in (tmp_path / "c.zarr.failures.jsonl").read_text().splitlines()]
+    assert {r["video_id"] for r in log} == {"pickled", "wrongdim", "garbage", "absent", "short"}
+    assert all(r["stage"] == "import" and r["path"].endswith(f"{r['video_id']}.npy") for r in log)
+    assert cache_info(tmp_path / "c.zarr")["encoders"]["i3d-rtfm"]["failed"] == 5
+    # a rerun with the missing files in place imports them
+    np.save(d / "absent.npy", rng.normal(size=(3, 32)).astype(np.float32))
+    assert import_npy(d, tmp_path / "c.zarr", "i3d-rtfm", manifest, snippet=16).imported == ["absent"]
+    # nothing readable at all: the log still has every failure
+    s = import_npy(d, tmp_path / "none.zarr", "other", Manifest([VideoEntry("garbage", "x", "test", "normal")]))
+    assert s.imported == [] and len(s.failed) == 1 and (tmp_path / "none.zarr.failures.jsonl").exists()
 
 
 def test_verify_and_info(tmp_path):

@@ -168,3 +168,26 @@ def test_preprocessing_matches_open_clip(tiny_encoder):
             ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
         assert float((ours * ref).sum()) > 0.999  # cosine
         np.testing.assert_allclose(ours, ref, atol=1e-2)
+
+
+def test_progress_counts_frames_per_batch_within_a_video(tiny_encoder):
+    """frames/s on the bar moves with every encoded batch, not only when a (long) video ends."""
+    import torch
+
+    from vadpipe.featurize.pipeline import _VideoBatches
+
+    class Bar:
+        counts: list = []
+
+        def frames(self, n):
+            self.counts.append(n)
+
+    bar, video = Bar(), _VideoBatches()
+    s = tiny_encoder.preprocessing.size
+    for start in range(0, 40, 10):  # four decoded chunks of 10 frames, batches of 16
+        video.add(np.arange(start, start + 10), np.arange(start, start + 10) / 25.0,
+                  torch.zeros((10, 3, s, s), dtype=torch.uint8))
+        video.encode(tiny_encoder, 16, final=False, bar=bar)
+    assert bar.counts == [16, 16]
+    video.encode(tiny_encoder, 16, final=True, bar=bar)
+    assert bar.counts == [16, 16, 8] and video.arrays()[2].shape == (40, tiny_encoder.dim)

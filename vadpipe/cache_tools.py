@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +142,7 @@ class ImportSummary:
     imported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    failures_log: str | None = None
 
 
 def import_npy(
@@ -161,7 +162,11 @@ def import_npy(
     the crops, an integer picks one. ``num_frames`` comes from the manifest, else ``T * F``.
     When ``encoder_key`` names an open_clip model (``ViT-B-16:openai``, ``vadpipe-tiny``) the
     recipe records it, so heads that need the text tower can use it. Files are loaded with
-    ``allow_pickle=False``; a bad file is recorded as failed and the others go on.
+    ``allow_pickle=False``; a bad file is recorded as failed (in its cache group when the
+    encoder's subtree exists, and in ``CACHE.failures.jsonl`` with stage ``import``, as
+    featurize does) and the others go on. A later import into the same key may come from
+    another folder (peers often release train and test features apart): each video records
+    its own source file.
     """
     npy_dir = Path(npy_dir)
     if not npy_dir.is_dir():
@@ -170,7 +175,10 @@ def import_npy(
         raise VadpipeError(f"--snippet must be >= 1, got {snippet}")
     key, recipe = _import_recipe(encoder_key, npy_dir, snippet, crop, normalise)
     summary = ImportSummary()
+    failed: list[tuple] = []
     with FeatureCache(cache_path, mode="a") as cache:
+        if recipe.get("dim") is None and key in cache.encoders():  # a later import: the dim is known
+            recipe["dim"] = cache.recipe(key).get("dim")
         for entry in manifest:
             if cache.is_done(key, entry.video_id):
                 summary.skipped.append(entry.video_id)
@@ -179,17 +187,20 @@ def import_npy(
             try:
                 emb = _load_features(file, crop)
             except VadpipeError as exc:
-                summary.failed.append({"video_id": entry.video_id, "path": str(file), "reason": str(exc)})
+                failed.append((entry, file, str(exc)))
                 continue
             if recipe.get("dim") is None:
                 recipe["dim"] = int(emb.shape[1])
             if emb.shape[1] != recipe["dim"]:
-                summary.failed.append({"video_id": entry.video_id, "path": str(file),
-                                       "reason": f"{file}: feature dim {emb.shape[1]} != {recipe['dim']}"})
+                failed.append((entry, file, f"{file}: feature dim {emb.shape[1]} != {recipe['dim']}"))
                 continue
-            cache.ensure_encoder(key, recipe)
             T = len(emb)
             index = np.arange(T, dtype=np.int64) * snippet
+            if entry.num_frames and index[-1] >= entry.num_frames:
+                failed.append((entry, file, f"{file}: {T} rows x {snippet} frames go past the {entry.num_frames} "
+                                            f"frames the manifest gives (wrong --snippet?)"))
+                continue
+            cache.ensure_encoder(key, recipe)
             num_frames = entry.num_frames or T * snippet
             fps = entry.fps
             pts = index / fps if fps else np.full(T, math.nan)
@@ -199,7 +210,20 @@ def import_npy(
                      "source": {"path": str(file), "size": file.stat().st_size}, "imported": True}
             cache.write_video(key, entry.video_id, index, pts, emb.astype(np.float16), attrs)
             summary.imported.append(entry.video_id)
+        if failed:
+            _record_import_failures(cache, key, failed, summary)
     return summary
+
+
+def _record_import_failures(cache: FeatureCache, key: str, failed: list[tuple], summary: ImportSummary) -> None:
+    from vadpipe.featurize.pipeline import _Progress, failures_log_path, record_failure
+
+    log = failures_log_path(cache.path)
+    summary.failures_log = str(log)
+    target = cache if key in cache.encoders() else None  # no subtree yet when no file could be read
+    for entry, file, reason in failed:
+        record_failure(target, key, replace(entry, path=str(file)), "import", reason, summary, log,
+                       _Progress(0, enabled=False))
 
 
 def _import_recipe(encoder_key: str, npy_dir: Path, snippet: int, crop: str, normalise: bool):

@@ -416,6 +416,7 @@ def cache_import_cmd(
     for f in summary.failed:
         typer.echo(f"failed: {f['video_id']}: {f['reason']}", err=True)
     if summary.failed:
+        typer.echo(f"{len(summary.failed)} video(s) failed; details in {summary.failures_log}", err=True)
         raise typer.Exit(1)
 
 

@@ -150,21 +150,20 @@ def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -
             if kind == "frames":
                 video = pending.setdefault(pos, _VideoBatches())
                 video.add(np.asarray(item[2]), np.asarray(item[3]), item[4])
-                summary.infer_seconds += video.encode(encoder, config.batch_size, final=False)
+                summary.infer_seconds += video.encode(encoder, config.batch_size, final=False, bar=bar)
                 bar.video(entry.video_id)
                 continue
             video = pending.pop(pos, _VideoBatches())
             if kind == "error":
                 fail(entry, item[2], item[3])
             else:
-                summary.infer_seconds += video.encode(encoder, config.batch_size, final=True)
+                summary.infer_seconds += video.encode(encoder, config.batch_size, final=True, bar=bar)
                 problem = _finish(entry, video, item[2], encoder, cache, config, precision)
                 if problem:
                     fail(entry, "decode", problem)
                 else:
                     summary.done.append(entry.video_id)
                     summary.frames += video.count
-                    bar.frames(video.count)
             bar.advance()
     finally:
         bar.close()
@@ -172,8 +171,10 @@ def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -
 
 
 def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> None:
-    """A video that cannot be done: in its cache group, the summary, the JSONL log, the bar."""
-    cache.mark_failed(key, entry.video_id, stage, reason, _base_attrs(entry))
+    """A video that cannot be done: in its cache group (unless ``cache`` is None), the summary,
+    the JSONL log, the bar."""
+    if cache is not None:
+        cache.mark_failed(key, entry.video_id, stage, reason, _base_attrs(entry))
     record = {
         "video_id": entry.video_id,
         "path": entry.path,
@@ -269,7 +270,7 @@ class _VideoBatches:
         self.buffered += len(index)
         self.count += len(index)
 
-    def encode(self, encoder, batch_size: int, final: bool) -> float:
+    def encode(self, encoder, batch_size: int, final: bool, bar=None) -> float:
         import torch
 
         t = time.perf_counter()
@@ -281,6 +282,8 @@ class _VideoBatches:
             for i in range(0, n_full, batch_size):
                 self.embs.append(encoder.encode_images(frames[i : min(i + batch_size, n_full)]))
                 release_free_heap()
+                if bar is not None:
+                    bar.frames(len(self.embs[-1]))  # frames/s moves within a long video too
             rest = frames[n_full:]
             self.frames = [rest] if len(rest) else []
             self.buffered = len(rest)
