@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from vadpipe.cache import FeatureCache
 from vadpipe.cache_tools import cache_info, export_npy, import_npy, merge_caches, verify_cache
 from vadpipe.cli import app
+from vadpipe.errors import VadpipeError
 from vadpipe.data_manifests import Manifest, VideoEntry
 from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
 
@@ -109,6 +110,10 @@ def test_import_layouts_and_bad_files(tmp_path):
     # a rerun with the missing files in place imports them
     np.save(d / "absent.npy", rng.normal(size=(3, 32)).astype(np.float32))
     assert import_npy(d, tmp_path / "c.zarr", "i3d-rtfm", manifest, snippet=16).imported == ["absent"]
+    # importing into a featurized encoder's key is refused before anything is touched
+    featurized = planted_cache(tmp_path / "f.zarr", [{"video_id": "crops", "emb": rng.normal(size=(4, 64))}])
+    with pytest.raises(VadpipeError, match="exists with"):
+        import_npy(d, featurized.path, TINY_KEY, manifest, snippet=16)
     # nothing readable at all: the log still has every failure
     s = import_npy(d, tmp_path / "none.zarr", "other", Manifest([VideoEntry("garbage", "x", "test", "normal")]))
     assert s.imported == [] and len(s.failed) == 1 and (tmp_path / "none.zarr.failures.jsonl").exists()
@@ -148,6 +153,7 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
     import os
 
     import zarr
+    from zarr.codecs import BytesCodec
 
     import vadpipe.cache
 
@@ -167,10 +173,14 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
     # arrays of other kinds (several compressed chunks, big-endian) go through the zarr API
     g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r+")["k"]["many"]
     g.create_array("chunked", data=np.arange(10.0).reshape(5, 2), chunks=(2, 2))
-    g.create_array("big_endian", data=np.arange(5, dtype=">i4"), compressors=None)
+    g.create_array("big_endian", data=np.arange(5, dtype=">i4"), compressors=None, serializer=BytesCodec(endian="big"))
     root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     r = FeatureCache(tmp_path / "c.zarr")
+    through_zarr = []  # the arrays the fast path handed to the zarr API
+    api_read = r._b.read_array
+    monkeypatch.setattr(r._b, "read_array", lambda node, name: through_zarr.append(name) or api_read(node, name))
     assert {"chunked", "big_endian"} <= set(r.read("k", "many").arrays)
+    assert sorted(through_zarr) == ["big_endian", "chunked", "text"]
     for vid in rows:
         f = r.read("k", vid)
         g = root["k"][vid]
@@ -181,3 +191,13 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
             assert got.dtype == ref.dtype and got.shape == ref.shape
             np.testing.assert_array_equal(got, ref)
         assert f.attrs == dict(g.attrs)
+
+
+def test_recipe_mismatch_names_the_field(tmp_path):
+    c = FeatureCache(tmp_path / "c.zarr", mode="a")
+    c.ensure_encoder("k", {"dim": 4, "sampling": {"mode": "fps", "fps": 5.0}})
+    with pytest.raises(VadpipeError, match=r"sampling\.mode='fps', this run asks sampling\.mode='stride'"):
+        c.ensure_encoder("k", {"dim": 4, "sampling": {"mode": "stride", "stride": 4, "start": 0}})
+    c.ensure_encoder("j", {"sampling": {"x": None}})
+    with pytest.raises(VadpipeError, match=r"exists with sampling=\{'x': None\}, this run asks sampling=\{\}"):
+        c.ensure_encoder("j", {"sampling": {}})

@@ -473,8 +473,10 @@ class FeatureCache:
             if diffs:
                 k, old, new = diffs[0], have.get(diffs[0]), recipe[diffs[0]]
                 if isinstance(old, dict) and isinstance(new, dict):  # name the field that differs
-                    sub = next(s for s in sorted(set(old) | set(new)) if old.get(s) != new.get(s))
-                    k, old, new = f"{k}.{sub}", old.get(sub), new.get(sub)
+                    subs = [s for s in sorted(set(old) | set(new), key=lambda s: (s != "mode", s))
+                            if old.get(s) != new.get(s)]
+                    if subs:  # "mode" first: a sampling mode change, not its missing fields
+                        k, old, new = f"{k}.{subs[0]}", old.get(subs[0]), new.get(subs[0])
                 raise VadpipeError(
                     f"{self.path}: encoder {key!r} exists with {k}={old!r}, this run asks "
                     f"{k}={new!r}; use another cache (one recipe per encoder key)"

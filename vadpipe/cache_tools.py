@@ -177,8 +177,10 @@ def import_npy(
     summary = ImportSummary()
     failed: list[tuple] = []
     with FeatureCache(cache_path, mode="a") as cache:
-        if recipe.get("dim") is None and key in cache.encoders():  # a later import: the dim is known
-            recipe["dim"] = cache.recipe(key).get("dim")
+        if key in cache.encoders():  # a later import: same recipe (dim included), or a clear error
+            if recipe.get("dim") is None:
+                recipe["dim"] = cache.recipe(key).get("dim")
+            cache.ensure_encoder(key, recipe)
         for entry in manifest:
             if cache.is_done(key, entry.video_id):
                 summary.skipped.append(entry.video_id)

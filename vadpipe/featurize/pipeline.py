@@ -276,8 +276,8 @@ class _VideoBatches:
         t = time.perf_counter()
         if self.buffered and (final or self.buffered >= batch_size):
             frames = torch.cat(self.frames) if len(self.frames) > 1 else self.frames[0]
-            if len(self.frames) > 1 and encoder.device.startswith("cuda"):
-                frames = frames.pin_memory()  # cat() drops the loader's pinning; keep copies async
+            if encoder.device.startswith("cuda") and not frames.is_pinned():
+                frames = frames.pin_memory()  # cat() (or decoding in a thread) leaves it unpinned
             n_full = len(frames) if final else (len(frames) // batch_size) * batch_size
             for i in range(0, n_full, batch_size):
                 self.embs.append(encoder.encode_images(frames[i : min(i + batch_size, n_full)]))
