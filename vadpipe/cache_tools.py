@@ -218,14 +218,13 @@ def import_npy(
 
 
 def _record_import_failures(cache: FeatureCache, key: str, failed: list[tuple], summary: ImportSummary) -> None:
-    from vadpipe.featurize.pipeline import _Progress, failures_log_path, record_failure
+    from vadpipe.featurize.pipeline import failures_log_path, record_failure
 
     log = failures_log_path(cache.path)
     summary.failures_log = str(log)
     target = cache if key in cache.encoders() else None  # no subtree yet when no file could be read
     for entry, file, reason in failed:
-        record_failure(target, key, replace(entry, path=str(file)), "import", reason, summary, log,
-                       _Progress(0, enabled=False))
+        record_failure(target, key, replace(entry, path=str(file)), "import", reason, summary, log)
 
 
 def _import_recipe(encoder_key: str, npy_dir: Path, snippet: int, crop: str, normalise: bool):

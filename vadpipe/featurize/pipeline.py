@@ -170,9 +170,9 @@ def _run(todo, encoder, cache, config, precision, summary, log_path, progress) -
         summary.seconds = time.perf_counter() - start
 
 
-def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> None:
+def record_failure(cache, key, entry, stage, reason, summary, log_path, bar=None) -> None:
     """A video that cannot be done: in its cache group (unless ``cache`` is None), the summary,
-    the JSONL log, the bar."""
+    the JSONL log, the progress bar (if any)."""
     if cache is not None:
         cache.mark_failed(key, entry.video_id, stage, reason, _base_attrs(entry))
     record = {
@@ -185,7 +185,8 @@ def record_failure(cache, key, entry, stage, reason, summary, log_path, bar) -> 
     }
     summary.failed.append(record)
     _append_jsonl(log_path, record)
-    bar.note(f"failed {entry.video_id}: {reason}")
+    if bar is not None:
+        bar.note(f"failed {entry.video_id}: {reason}")
 
 
 def _decode_items(jobs, config, encoder):
