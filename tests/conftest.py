@@ -84,3 +84,18 @@ def frame_auc(manifest, scores):
 
     y = np.concatenate([manifest[v].frame_labels(s.num_frames)[s.frame_index] for v, s in scores.items()])
     return roc_auc_score(y, np.concatenate([s.score for s in scores.values()]))
+
+
+def assert_same_arrays(a_path, b_path, key: str = TINY_KEY) -> None:
+    """Two caches hold the same content under ``key`` (recipe, done videos, attributes, arrays),
+    whatever their backend or byte layout (Zarr vs HDF5, a file rewritten after a kill)."""
+    from vadpipe.cache import FeatureCache
+
+    with FeatureCache(a_path) as a, FeatureCache(b_path) as b:
+        assert a.video_ids(key) == b.video_ids(key)
+        assert a.recipe(key) == b.recipe(key)
+        for vid in a.video_ids(key):
+            fa, fb = a.read(key, vid), b.read(key, vid)
+            for name in ("frame_index", "pts", "emb"):
+                np.testing.assert_array_equal(getattr(fa, name), getattr(fb, name))
+            assert fa.attrs == fb.attrs

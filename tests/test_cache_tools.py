@@ -13,7 +13,7 @@ from vadpipe.errors import VadpipeError
 from vadpipe.data_manifests import Manifest, VideoEntry
 from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
 
-from conftest import TINY, TINY_KEY, planted_cache
+from conftest import TINY, TINY_KEY, assert_same_arrays, planted_cache
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +26,6 @@ def zarr_cache(synth, tmp_path_factory):
     path = tmp_path_factory.mktemp("z") / "c.zarr"
     assert not featurize(synth, path, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32")).failed
     return path
-
-
-def assert_same_arrays(a_path, b_path, key=TINY_KEY):
-    a, b = FeatureCache(a_path), FeatureCache(b_path)
-    assert a.video_ids(key) == b.video_ids(key)
-    assert a.recipe(key) == b.recipe(key)
-    for vid in a.video_ids(key):
-        fa, fb = a.read(key, vid), b.read(key, vid)
-        for name in ("frame_index", "pts", "emb"):
-            np.testing.assert_array_equal(getattr(fa, name), getattr(fb, name))
-        assert fa.attrs == fb.attrs
 
 
 def test_hdf5_has_the_same_tree_and_arrays(synth, zarr_cache, tmp_path):

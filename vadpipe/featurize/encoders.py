@@ -158,22 +158,17 @@ class Preprocessing:
         return img[:, :, top : top + s, left : left + s].contiguous()
 
     def _resize(self, frames, new_h: int, new_w: int):
-        """``(B, H, W, 3)`` uint8 -> ``(B, 3, new_h, new_w)`` uint8, antialiased like PIL.
+        """``(B, H, W, 3)`` uint8 CPU tensor -> ``(B, 3, new_h, new_w)`` uint8, antialiased like PIL.
 
-        On CPU, torch's native uint8 kernel on the channels-last view: PIL's fixed-point
-        algorithm (mean |difference| to PIL ~0.004 grey levels on landscape frames, ~0.13
-        otherwise) and 5-10x faster than torchvision's tensor resize, which converts to
-        float (mean |difference| ~0.15).
-        Elsewhere, the float kernel, rounded and clamped back to uint8.
+        torch's native uint8 kernel on the channels-last view: PIL's fixed-point algorithm
+        (mean |difference| to PIL ~0.004 grey levels on landscape frames, ~0.13 otherwise) and
+        5-10x faster than torchvision's tensor resize, which converts to float (mean
+        |difference| ~0.15). Frames are resized in the decode workers, on CPU.
         """
-        import torch
         import torch.nn.functional as F
 
         img = frames.permute(0, 3, 1, 2)  # a channels-last view: what the uint8 kernel wants
-        if img.device.type == "cpu":
-            return F.interpolate(img, size=(new_h, new_w), mode=self.interpolation, antialias=True)
-        out = F.interpolate(img.float(), size=(new_h, new_w), mode=self.interpolation, antialias=True)
-        return out.round_().clamp_(0, 255).to(torch.uint8)
+        return F.interpolate(img, size=(new_h, new_w), mode=self.interpolation, antialias=True)
 
     def normalize(self, batch, dtype, device):
         """``uint8 (B, 3, s, s)`` -> normalised float tensor on ``device``."""
