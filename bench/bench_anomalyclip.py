@@ -45,7 +45,7 @@ def build(root: Path, scale: float, seed: int = 0) -> None:
     peak RSS measures training alone)."""
     from vadpipe.cache import FeatureCache
     from vadpipe.data_manifests import Interval, Manifest, VideoEntry
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     n = counts(scale)
     rng = np.random.default_rng(seed)
@@ -107,10 +107,10 @@ def main():
 
     import torch
 
-    import vadpipe.models.anomalyclip as ac
+    import vadpipe.heads.anomalyclip.head as ac
     from vadpipe.cache import FeatureCache
     from vadpipe.data_manifests import load_manifest
-    from vadpipe.models import get_head
+    from vadpipe.heads import get_head
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vadpipe.cache import FeatureCache
-from vadpipe.cache_tools import disk_bytes
+from vadpipe.cache.tools import disk_bytes
 
 
 def main():

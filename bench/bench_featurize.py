@@ -54,7 +54,7 @@ def main():
 
     from vadpipe.data_manifests import Manifest, VideoEntry
     from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
-    from vadpipe.featurize.encoders import load_clip, resolve_device, resolve_precision
+    from vadpipe.encoders import load_clip, resolve_device, resolve_precision
     from vadpipe.featurize.readers import open_source
 
     root = Path(args.dir)
@@ -72,7 +72,8 @@ def main():
     frames = []
     for v in videos:
         src = open_source(v)
-        frames += [enc.preprocessing.resize_crop(rgb) for _, _, rgb in src.iter_frames(lambda i, t: i % args.stride == 0)]
+        frames += [enc.preprocessing.resize_crop_batch(torch.from_numpy(rgb)[None])[0]
+                   for _, _, rgb in src.iter_frames(lambda i, t: i % args.stride == 0)]
     batch = torch.stack(frames)  # (N 3 s s) uint8
     n = len(batch)
     enc.encode_images(batch[: args.batch_size])  # warm-up
@@ -132,7 +133,7 @@ def peer_recipe(videos, encoder, device, precision, stride, batch_size, jpeg_dir
     from av.video.reformatter import VideoReformatter
     from PIL import Image
 
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     enc = load_clip(encoder, device=device, precision=precision)
     _, _, preprocess = open_clip.create_model_and_transforms(enc.spec.model, pretrained=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ def require_shared(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     return load_clip(TINY)
 
@@ -56,7 +58,7 @@ def planted_cache(path: Path, manifest_rows: list[dict], dim: int = 64, seed: in
     The encoder recipe is vadpipe-tiny's, so heads that need the text tower can load it.
     """
     from vadpipe.cache import FeatureCache
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     enc = load_clip(TINY)
     cache = FeatureCache(path, mode="a")
@@ -99,3 +101,42 @@ def assert_same_arrays(a_path, b_path, key: str = TINY_KEY) -> None:
             for name in ("frame_index", "pts", "emb"):
                 np.testing.assert_array_equal(getattr(fa, name), getattr(fb, name))
             assert fa.attrs == fb.attrs
+
+
+def make_tiny_blip2(path):
+    """A randomly initialised BLIP-2 (ViT/Q-Former/OPT, hidden 32, 2 layers) with open_clip's BPE
+    vocabulary as its tokenizer, written with ``save_pretrained`` like a real checkpoint."""
+    import open_clip
+    import torch
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
+                              CLIPTokenizer, OPTConfig)
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    byte_tokens = list(bytes_to_unicode().values())
+    vocab = byte_tokens + [t + "</w>" for t in byte_tokens] + ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer, num_query_tokens=4)
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, initializer_range=1.0)
+    text = OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2, word_embed_proj_dim=32,
+                     vocab_size=len(tokenizer), max_position_embeddings=128, init_std=0.5,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                     pad_token_id=tokenizer.pad_token_id)
+    config = Blip2Config(
+        vision_config={**tiny, "image_size": 32, "patch_size": 8},
+        qformer_config={**tiny, "encoder_hidden_size": 32, "vocab_size": 100},
+        text_config=text.to_dict(), num_query_tokens=4, initializer_range=1.0,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Blip2ForConditionalGeneration(config)  # large init: answers depend on the image
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -10,7 +10,7 @@ and logs. ``SLURM_CONF`` points the client commands (``sbatch``, ``squeue``, ``s
 and ``srun`` inside jobs, which inherit the environment) at it.
 
 Accounting is off (``accounting_storage/none``), so ``sacct`` has nothing to report: vadpipe
-follows its tasks through ``squeue`` and submitit's result files (see vadpipe/cluster.py),
+follows its tasks through ``squeue`` and submitit's result files (see vadpipe/distribute/executors.py),
 which is what lets this cluster do without slurmdbd and a database.
 """
 

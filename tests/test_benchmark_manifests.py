@@ -8,6 +8,7 @@ json vs the official .mat pixel masks).
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 from pathlib import Path
 
@@ -301,6 +302,29 @@ def test_round_trip_through_saved_manifest(tmp_path, dataset, options, suffix):
     assert loaded.entries == m.entries
     assert loaded.meta == m.meta
     assert m.meta["dataset"] == dataset and m.meta["protocol"]
+
+
+@pytest.mark.parametrize(("dataset", "options"), ALL_VARIANTS)
+def test_pandas_and_csv_read_every_builders_manifest_as_is(tmp_path, dataset, options):
+    """A saved CSV manifest's first line is its header (the README's columns); the builder's
+    meta lives beside it in <manifest>.meta.json, where table readers never see it."""
+    import csv
+
+    import pandas as pd
+
+    from vadpipe.data_manifests.schema import COLUMNS
+
+    m = build(dataset, **options)
+    path = m.save(tmp_path / "m.csv")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(table.columns) == list(COLUMNS) and len(table) == len(m)
+    assert table["video_id"].tolist() == m.ids() and table["split"].tolist() == [e.split for e in m]
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["anomaly_intervals"] for r in rows] == [";".join(map(str, e.intervals)) for e in m]
+    assert json.loads((tmp_path / "m.csv.meta.json").read_text()) == m.meta
+    lines = pd.read_json(m.save(tmp_path / "m.jsonl"), lines=True, dtype=False)
+    assert lines["video_id"].tolist() == m.ids() and set(lines.columns) <= set(COLUMNS)
 
 
 def _missing_file_cases():

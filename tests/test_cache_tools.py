@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vadpipe.cache import FeatureCache
-from vadpipe.cache_tools import cache_info, export_npy, import_npy, merge_caches, verify_cache
+from vadpipe.cache.tools import cache_info, export_npy, import_npy, merge_caches, verify_cache
 from vadpipe.cli import app
 from vadpipe.errors import VadpipeError
 from vadpipe.data_manifests import Manifest, VideoEntry
@@ -33,6 +33,48 @@ def test_hdf5_has_the_same_tree_and_arrays(synth, zarr_cache, tmp_path):
     assert not featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32")).failed
     assert_same_arrays(zarr_cache, h5)
     assert FeatureCache(h5).format == "hdf5"
+
+
+def test_hdf5_scalar_attributes_are_native(synth, tmp_path):
+    """What a user looks at with h5py shows as itself; nested recipe parts stay one JSON string."""
+    import h5py
+
+    h5 = tmp_path / "c.h5"
+    featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32"))
+    vid = synth.ids()[0]
+    with h5py.File(h5, "r") as f:
+        assert f.attrs["schema_version"] == 1
+        assert f[TINY_KEY].attrs["dim"] == 64 and f[TINY_KEY].attrs["model"] == "vadpipe-tiny"
+        group = f[f"{TINY_KEY}/{vid}"].attrs
+        assert group["done"] is True or group["done"] == np.True_
+        assert group["num_frames"] == 60 and group["width"] == 320 and group["height"] == 240
+        assert group["fps"] > 0
+        nested = json.loads(group["vadpipe_attrs"])
+        assert "done" not in nested and "num_frames" not in nested and set(nested) >= {"source", "warnings"}
+        assert json.loads(f[TINY_KEY].attrs["vadpipe_attrs"])["sampling"] == {"mode": "stride", "stride": 4, "start": 0}
+    attrs = FeatureCache(h5).video_attrs(TINY_KEY, vid)
+    assert attrs["done"] is True and type(attrs["num_frames"]) is int and type(attrs["fps"]) is float
+
+
+def test_hdf5_cache_of_vadpipe_0_2_reads_and_extends(synth, tmp_path):
+    """0.2 kept every attribute in the one JSON string: such a file reads the same, and a video
+    written into it now gets native attributes."""
+    import h5py
+
+    h5 = tmp_path / "old.h5"
+    featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32"), video_ids=synth.ids()[:1])
+    with h5py.File(h5, "a") as f:  # rewrite every node's attributes as 0.2 did
+        for node in [f, f[TINY_KEY], f[f"{TINY_KEY}/{synth.ids()[0]}"]]:
+            merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in node.attrs.items() if k != "vadpipe_attrs"}
+            merged.update(json.loads(node.attrs["vadpipe_attrs"]))
+            for k in list(node.attrs):
+                del node.attrs[k]
+            node.attrs["vadpipe_attrs"] = json.dumps(merged)
+    before = FeatureCache(h5).video_attrs(TINY_KEY, synth.ids()[0])
+    assert before["done"] is True and before["num_frames"] == 60
+    summary = featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32"))
+    assert summary.skipped == synth.ids()[:1] and len(summary.done) == len(synth) - 1
+    assert FeatureCache(h5).video_attrs(TINY_KEY, synth.ids()[0]) == before
 
 
 def test_hdf5_shards_then_merge(synth, zarr_cache, tmp_path):
@@ -65,7 +107,7 @@ def test_export_import_round_trip(synth, zarr_cache, tmp_path):
         np.testing.assert_allclose(a.pts, b.pts)
         assert b.num_frames == a.num_frames
     # heads that need the text tower work on the imported features
-    from vadpipe.models import get_head
+    from vadpipe.heads import get_head
 
     get_head("zeroshot").fit(imp, manifest)
 
@@ -144,10 +186,10 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
     import zarr
     from zarr.codecs import BytesCodec
 
-    import vadpipe.cache
+    import vadpipe.cache.zarr_fast
 
     if portable:
-        monkeypatch.setattr(vadpipe.cache, "_DIR_FD", False)
+        monkeypatch.setattr(vadpipe.cache.zarr_fast, "_DIR_FD", False)
         monkeypatch.delattr(os, "readv", raising=False)
 
     w = FeatureCache(tmp_path / "c.zarr", mode="a")
@@ -166,8 +208,8 @@ def test_fast_zarr_reader_equals_the_zarr_api(tmp_path, monkeypatch, portable):
     root = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
     r = FeatureCache(tmp_path / "c.zarr")
     through_zarr = []  # the arrays the fast path handed to the zarr API
-    api_read = r._b.read_array
-    monkeypatch.setattr(r._b, "read_array", lambda node, name: through_zarr.append(name) or api_read(node, name))
+    api_read = r._backend.read_array
+    monkeypatch.setattr(r._backend, "read_array", lambda node, name: through_zarr.append(name) or api_read(node, name))
     assert {"chunked", "big_endian"} <= set(r.read("k", "many").arrays)
     assert sorted(through_zarr) == ["big_endian", "chunked", "text"]
     for vid in rows:

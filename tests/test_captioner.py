@@ -4,7 +4,6 @@ Random weights give arbitrary answers: these tests check the plumbing (keys, sha
 CLIP text embeddings, resume, determinism, failures, the CLI), not what BLIP-2 says.
 """
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -22,54 +21,14 @@ from vadpipe.featurize.captioner import (
     DEFAULT_QUESTIONS,
     caption,
     captioner_key,
-    captioner_keys,
     load_questions,
-    normalize_answer,
 )
+from vadpipe.texts import normalize_answer
 
-from conftest import TINY, TINY_KEY
+from conftest import TINY, TINY_KEY, make_tiny_blip2
 
 STRIDE = 3
 SHORT = 6  # max_new_tokens in these tests: random answers need not be long
-
-
-def make_tiny_blip2(path):
-    """A randomly initialised BLIP-2 (ViT/Q-Former/OPT, hidden 32, 2 layers) with open_clip's BPE
-    vocabulary as its tokenizer, written with ``save_pretrained`` like a real checkpoint."""
-    import open_clip
-    import torch
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
-                              CLIPTokenizer, OPTConfig)
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    byte_tokens = list(bytes_to_unicode().values())
-    vocab = byte_tokens + [t + "</w>" for t in byte_tokens] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
-    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer, num_query_tokens=4)
-    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, initializer_range=1.0)
-    text = OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2, word_embed_proj_dim=32,
-                     vocab_size=len(tokenizer), max_position_embeddings=128, init_std=0.5,
-                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                     pad_token_id=tokenizer.pad_token_id)
-    config = Blip2Config(
-        vision_config={**tiny, "image_size": 32, "patch_size": 8},
-        qformer_config={**tiny, "encoder_hidden_size": 32, "vocab_size": 100},
-        text_config=text.to_dict(), num_query_tokens=4, initializer_range=1.0,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Blip2ForConditionalGeneration(config)  # large init: answers depend on the image
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 
 def write_frame_folders(root, num_videos=3, num_frames=12, seed=0):
@@ -116,7 +75,7 @@ def test_answers_and_their_clip_embeddings_are_cached(clip_cache, tiny_blip2, tm
     assert summary.encoder_key == key and key.startswith("tiny-blip2:vqa4-") and len(key) == len("tiny-blip2:vqa4-") + 8
     assert summary.done == ["v0", "v1", "v2"] and not summary.failed and summary.frames == 3 * 4
     cache = FeatureCache(path)
-    assert captioner_keys(cache) == [key] and captioner_keys(cache, clip_key="other:key") == []
+    assert cache.keys(kind="captioner") == [key] and cache.keys(kind="captioner", clip_key="other:key") == []
     recipe = cache.recipe(key)
     assert recipe["kind"] == "captioner" and recipe["clip_key"] == TINY_KEY and recipe["dim"] == 64
     assert recipe["questions"] == list(DEFAULT_QUESTIONS) and recipe["questions"][-1] == CAPTION

@@ -17,6 +17,9 @@ def invoke(*args):
 
 
 def test_demo_offline(tmp_path):
+    """README check: the offline demo command runs end to end and prints each head's table.
+    vadpipe-tiny has random weights, so its numbers are not asserted (quality is tested on
+    planted structure elsewhere)."""
     result = invoke("demo", "--encoder", TINY, "-o", tmp_path / "demo")
     assert result.exit_code == 0, result.output
     assert "| prototype | vadpipe-tiny:random |" in result.output
@@ -29,6 +32,8 @@ def test_demo_offline(tmp_path):
 
 
 def test_walkthrough_on_a_folder(tmp_path):
+    """README check: the "your own videos" walkthrough, command by command, on real footage;
+    the metrics' values come from random weights and are checked against sklearn elsewhere."""
     videos = require_shared("videos", "avenue")
     manifest = tmp_path / "m.csv"
     r = invoke("manifest", "folder", videos, "-o", manifest)

@@ -6,16 +6,16 @@ import torch
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.models import get_head, load_head
-from vadpipe.models.clipassist import (
+from vadpipe.heads import get_head, load_head
+from vadpipe.heads.clipassist.net import (
     GlobalTemporalAdapter,
     distance_adjacency,
     majority_vote,
     similarity_adjacency,
     video_class_similarity,
 )
-from vadpipe.models.text import embed_prompts
-from vadpipe.models.zeroshot import load_prompt_set
+from vadpipe.heads.text import embed_prompts
+from vadpipe.heads.prompts import load_prompt_set
 
 from conftest import frame_auc, planted_cache
 
@@ -23,6 +23,7 @@ from conftest import frame_auc, planted_cache
 D, T, SEG = 64, 48, 12
 CLASSES = ("Arson", "Fighting")
 FAST = {"video": dict(epochs=8, lr=3e-3, batch_size=16), "frame": dict(epochs=10, lr=1e-2, batch_size=16)}
+HEAD = {"video": "clipassist", "frame": "clipassist-frame"}  # Dong's two modes, two heads
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def weak(tmp_path_factory, tiny_encoder):
 @pytest.fixture(scope="module")
 def fitted(weak):
     cache, manifest = weak
-    return {mode: get_head("clipassist", mode=mode, **FAST[mode]).fit(cache, manifest) for mode in ("video", "frame")}
+    return {mode: get_head(HEAD[mode], **FAST[mode]).fit(cache, manifest) for mode in ("video", "frame")}
 
 
 @pytest.mark.parametrize("mode", ["video", "frame"])
@@ -74,7 +75,7 @@ def test_learns_planted_anomalies_from_video_labels(weak, fitted, mode):
     scores = head.score_videos(cache, manifest.ids("test"))
     auc = frame_auc(manifest, scores)
     assert auc >= 0.9
-    untrained = get_head("clipassist", mode=mode, epochs=0).fit(cache, manifest)
+    untrained = get_head(HEAD[mode], epochs=0).fit(cache, manifest)
     assert frame_auc(manifest, untrained.score_videos(cache, manifest.ids("test"))) < auc - 0.1
     # recognition: on anomalous frames the right class has the highest probability
     hits = []
@@ -103,7 +104,7 @@ def test_save_load_gives_identical_scores(tmp_path, weak, fitted, mode):
 def test_training_is_seeded_and_deterministic(weak):
     cache, manifest = weak
     runs = [
-        get_head("clipassist", mode="video", epochs=2, lr=3e-3, batch_size=8, seed=seed).fit(cache, manifest)
+        get_head("clipassist", epochs=2, lr=3e-3, batch_size=8, seed=seed).fit(cache, manifest)
         for seed in (1, 1, 2)
     ]
     ids = manifest.ids("test")[:2]
@@ -113,14 +114,20 @@ def test_training_is_seeded_and_deterministic(weak):
     assert any(not np.array_equal(first[v].score, other[v].score) for v in ids)
 
 
-def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(weak):
+def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(tmp_path, weak):
     cache, manifest = weak
-    head = get_head("clipassist", mode="video", epochs=1, max_frames=20).fit(cache, manifest)
+    head = get_head("clipassist", epochs=1, max_frames=20).fit(cache, manifest)
     s = head.score_videos(cache, ["t0"])["t0"]
     assert s.score.shape == (T,)
-    f = cache.read(head.encoder, "t0").emb.astype(np.float32)
-    for a in (0, 20, 40):  # each chunk of max_frames is its own graph
-        np.testing.assert_allclose(s.score[a : a + 20], 1 - head._class_probs_video(f[a : a + 20])[:, 0], rtol=1e-5)
+    # each chunk of max_frames is its own graph: the 48-frame video scores as its chunks of
+    # 20, 20 and 8 frames written as videos of their own
+    f = cache.read(head.encoder, "t0")
+    chunks = [{"video_id": f"chunk{a}", "emb": f.emb[a : a + 20].astype(np.float32)} for a in (0, 20, 40)]
+    chunk_cache = planted_cache(tmp_path / "chunks.zarr", chunks)
+    parts = head.score_videos(chunk_cache, [c["video_id"] for c in chunks])
+    np.testing.assert_allclose(np.concatenate([p.score for p in parts.values()]), s.score, rtol=1e-5, atol=1e-6)
+    whole = get_head("clipassist", epochs=1, max_frames=48).fit(cache, manifest)  # one graph: not the same
+    assert not np.allclose(whole.score_videos(cache, ["t0"])["t0"].score, s.score, atol=1e-4)
 
 
 def test_gcn_adjacencies_match_a_hand_computation():
@@ -150,7 +157,7 @@ def test_gcn_adjacencies_match_a_hand_computation():
 def test_gcn_is_eq7_with_the_configured_sigma(weak):
     """f_g = ReLU([softmax(M_sim) f W_sim ; softmax(M_dis) f W_dis]) by hand, sigma from the config."""
     cache, manifest = weak
-    head = get_head("clipassist", mode="video", epochs=1, lr=1e-2, batch_size=16, sigma=2.5).fit(cache, manifest)
+    head = get_head("clipassist", epochs=1, lr=1e-2, batch_size=16, sigma=2.5).fit(cache, manifest)
     gcn = head.net_.gcn
     assert isinstance(gcn, GlobalTemporalAdapter) and gcn.sigma == 2.5
     x = torch.randn(1, 6, D)
@@ -182,7 +189,7 @@ def test_topk_class_similarity_and_majority_vote():
 
 def test_frame_mode_majority_vote(weak, fitted):
     cache, manifest = weak
-    head = get_head("clipassist", mode="frame", vote_window=5, **FAST["frame"]).fit(cache, manifest)
+    head = get_head("clipassist-frame", vote_window=5, **FAST["frame"]).fit(cache, manifest)
     raw = fitted["frame"].score_videos(cache, manifest.ids("test"))
     voted = head.score_videos(cache, manifest.ids("test"))
     for vid in raw:
@@ -195,7 +202,7 @@ def test_both_modes_work_with_coca(tmp_path, weak):
     (it appends a CLS token and pools it): frame mode directly, video mode through the CoOp
     prompt learner."""
     from vadpipe.cache import FeatureCache
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     coca = load_clip("vadpipe-tiny-coca:random")
     src, manifest = weak
@@ -204,21 +211,31 @@ def test_both_modes_work_with_coca(tmp_path, weak):
     for f in src.iter_videos("vadpipe-tiny:random", manifest.ids()):
         cache.write_video(coca.key, f.video_id, f.frame_index, f.pts, f.emb, {"num_frames": T, "fps": 25.0})
     cache = FeatureCache(tmp_path / "coca.zarr")
-    head = get_head("clipassist", mode="frame", epochs=1).fit(cache, manifest)
+    head = get_head("clipassist-frame", epochs=1).fit(cache, manifest)
     assert head.encoder == coca.key
     np.testing.assert_allclose(head.sim_.text[0].numpy(), coca.encode_text([head.texts_[0]])[0], atol=1e-5)
     for mode in ("frame", "video"):
-        head = get_head("clipassist", mode=mode, epochs=1).fit(cache, manifest)
+        head = get_head(HEAD[mode], epochs=1).fit(cache, manifest)
         s = head.score_videos(cache, ["t0"])["t0"]
         assert s.score.shape == (T,) and s.class_probs.shape == (T, len(CLASSES))
         assert np.isfinite(s.score).all()
 
 
 def test_config_errors_are_clear(weak):
-    with pytest.raises(VadpipeError, match=r"unknown mode 'clip' \(choose from video, frame\)"):
-        get_head("clipassist", mode="clip")
+    # 0.2's mode switch: the head's own mode is accepted, another names the other head
+    assert get_head("clipassist", mode="video").mode == "video"
+    assert get_head("clipassist-frame", mode="frame").mode == "frame"
+    with pytest.raises(VadpipeError, match=r"mode 'frame': .* 'clipassist-frame' \(frame mode\)"):
+        get_head("clipassist", mode="frame")
+    with pytest.raises(VadpipeError, match=r"mode 'clip': .* 'clipassist' \(video mode\)"):
+        get_head("clipassist-frame", mode="clip")
+    # no field of one mode is silently ignored by the other: it is refused
+    with pytest.raises(VadpipeError, match=r"unknown parameter\(s\) vote_window"):
+        get_head("clipassist", vote_window=3)
+    with pytest.raises(VadpipeError, match=r"unknown parameter\(s\) sigma"):
+        get_head("clipassist-frame", sigma=2.0)
     with pytest.raises(VadpipeError, match="vote_window must be 0, 1 or odd"):
-        get_head("clipassist", mode="frame", vote_window=4)
+        get_head("clipassist-frame", vote_window=4)
     with pytest.raises(VadpipeError, match="sigma must be > 0"):
         get_head("clipassist", sigma=0)
     cache, manifest = weak
@@ -228,11 +245,11 @@ def test_config_errors_are_clear(weak):
 
 def test_frame_mode_keeps_a_description_shared_by_two_classes(weak):
     cache, manifest = weak
-    head = get_head("clipassist", mode="frame", epochs=1,
+    head = get_head("clipassist-frame", epochs=1,
                     class_descriptions={"Arson": "a fire", "Fighting": ["a fire", "people fighting"]}).fit(cache, manifest)
     owners = {(t, int(o)) for t, o in zip(head.texts_, head.desc_owner_)}
     assert {("a fire", 1), ("a fire", 2), ("people fighting", 2)} <= owners
     with pytest.raises(VadpipeError, match="class prompts of 'Arson' must be a non-empty string"):
-        get_head("clipassist", mode="frame", epochs=1, class_descriptions={"Arson": []}).fit(cache, manifest)
+        get_head("clipassist-frame", epochs=1, class_descriptions={"Arson": []}).fit(cache, manifest)
     with pytest.raises(VadpipeError, match="class prompts given for Arsn, not classes of the manifest"):
         get_head("zeroshot", class_prompts={"Arsn": "fire"}).fit(cache, manifest)

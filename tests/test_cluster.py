@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from vadpipe.cache import FeatureCache
 from vadpipe.cli import app
-from vadpipe.cluster import SlurmOptions
+from vadpipe.distribute.executors import SlurmOptions
 from vadpipe.data_manifests import Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
 

@@ -127,7 +127,7 @@ def test_resize_matches_pil_pixels(size, mode):
     import torch
     from PIL import Image
 
-    from vadpipe.featurize.encoders import Preprocessing
+    from vadpipe.encoders import Preprocessing
 
     videos = require_shared("videos")
     with av.open(str(videos / "avenue/testing_videos/21.avi")) as c:
@@ -162,7 +162,8 @@ def test_preprocessing_matches_open_clip(tiny_encoder):
     frames = [np.asarray(Image.open(videos / "ucsd_ped2/testing/frames/01/070.jpg").convert("RGB"))]
     frames.append(render_clip(1, seed=3)[0])
     for rgb in frames:
-        ours = tiny_encoder.encode_images(tiny_encoder.preprocessing.resize_crop(rgb)[None]).astype(np.float32)
+        batch = tiny_encoder.preprocessing.resize_crop_batch(torch.from_numpy(rgb.copy())[None])  # (1 3 s s)
+        ours = tiny_encoder.encode_images(batch).astype(np.float32)
         with torch.inference_mode():
             ref = tiny_encoder.model.encode_image(preprocess(Image.fromarray(rgb))[None]).float()
             ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
@@ -174,7 +175,7 @@ def test_progress_counts_frames_per_batch_within_a_video(tiny_encoder):
     """frames/s on the bar moves with every encoded batch, not only when a (long) video ends."""
     import torch
 
-    from vadpipe.featurize.pipeline import _VideoBatches
+    from vadpipe.featurize.batches import VideoBatches
 
     class Bar:
         counts: list = []
@@ -182,7 +183,7 @@ def test_progress_counts_frames_per_batch_within_a_video(tiny_encoder):
         def frames(self, n):
             self.counts.append(n)
 
-    bar, video = Bar(), _VideoBatches()
+    bar, video = Bar(), VideoBatches()
     s = tiny_encoder.preprocessing.size
     for start in range(0, 40, 10):  # four decoded chunks of 10 frames, batches of 16
         video.add(np.arange(start, start + 10), np.arange(start, start + 10) / 25.0,

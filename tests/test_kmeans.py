@@ -13,11 +13,11 @@ import pytest
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.models import get_head, load_head
-from vadpipe.models.kmeans import (
-    DEFAULT_TEMPLATES, PROMPTS_DIR, load_prompts, pool_window, spherical_kmeans,
-)
-from vadpipe.models.text import embed_prompts
+from vadpipe.heads import get_head, load_head
+from vadpipe.heads.kmeans import DEFAULT_TEMPLATES, pool_window, spherical_kmeans
+from vadpipe.heads.prompts import PROMPTS_DIR
+from vadpipe.heads.prompts import load_prompt_list as load_prompts
+from vadpipe.heads.text import embed_prompts
 
 from conftest import frame_auc, planted_cache, unit
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from vadpipe.data_manifests import Interval, Manifest, build_folder_manifest, load_manifest, parse_intervals
+from vadpipe.data_manifests import Interval, Manifest, VideoEntry, build_folder_manifest, load_manifest, parse_intervals
 from vadpipe.errors import VadpipeError
 
 from conftest import require_shared
@@ -68,7 +68,22 @@ def test_duplicate_ids_and_jsonl_errors(tmp_path):
         load_manifest(tmp_path / "nope.csv")
 
 
+def test_meta_is_written_beside_the_manifest(tmp_path):
+    m = Manifest([VideoEntry("a", "a.mp4", "test", "normal")], meta={"dataset": "x", "protocol": ["ap"]})
+    for name in ("m.csv", "m.jsonl"):
+        path = m.save(tmp_path / name)
+        assert path.read_text().splitlines()[0].startswith("video_id" if name == "m.csv" else '{"video_id"')
+        assert json.loads((tmp_path / f"{name}.meta.json").read_text()) == m.meta
+        assert load_manifest(path).meta == m.meta
+        Manifest(m.entries).save(path)  # no meta now: the old file beside it must not come back
+        assert not (tmp_path / f"{name}.meta.json").exists() and load_manifest(path).meta == {}
+    (tmp_path / "m.csv.meta.json").write_text("[1, 2]")
+    with pytest.raises(VadpipeError, match=r"m.csv.meta.json: manifest meta must be a JSON object"):
+        load_manifest(tmp_path / "m.csv")
+
+
 def test_metadata_comment_and_mask(tmp_path):
+    """Manifests of vadpipe 0.2 carried their meta in a first '# {...}' comment line: still read."""
     np.save(tmp_path / "mask.npy", np.array([0, 0, 1, 1, 0], dtype=np.uint8))
     p = write(tmp_path, "# " + json.dumps({"dataset": "x", "gt": "masks"}) + "\n" + HEADER
               + "a,a.mp4,test,anomaly,,mask.npy,,,\n")

@@ -11,7 +11,7 @@ from vadpipe.cache import FeatureCache
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.evaluate import EvalConfig, evaluate
 from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
-from vadpipe.models.runs import score_run, train_head
+from vadpipe.runs import score_run, train_head
 
 from conftest import TINY, TINY_KEY, require_shared
 
@@ -78,7 +78,7 @@ def test_cache_holds_one_embedding_per_sampled_frame(real_cache):
 def test_train_score_evaluate_matches_sklearn(real_cache, real_manifest, tmp_path):
     run = tmp_path / "run"
     train_head("prototype", real_cache, real_manifest, run)
-    scores, _ = score_run(run, real_cache, real_manifest, tmp_path / "scores.zarr")
+    scores = score_run(run, real_cache, real_manifest, tmp_path / "scores.zarr").path
     report = evaluate(scores, real_manifest, tmp_path / "report", EvalConfig())
     assert json.loads((tmp_path / "report" / "report.json").read_text())["micro_auc"] == report["micro_auc"]
 
@@ -123,7 +123,7 @@ def test_cache_of_an_older_preprocessing_is_not_extended(tmp_path):
     path) is refused by name, not silently mixed."""
     from vadpipe.cache import FeatureCache
     from vadpipe.errors import VadpipeError
-    from vadpipe.featurize.encoders import load_clip
+    from vadpipe.encoders import load_clip
 
     recipe = load_clip(TINY).recipe()
     old = {**recipe, "preprocessing": {**recipe["preprocessing"], "implementation": "vadpipe tensor resize "

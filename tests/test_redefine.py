@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from vadpipe.cli import app
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.models import get_head, load_head
-from vadpipe.models.redefine import redefine
+from vadpipe.heads import get_head, load_head
+from vadpipe.heads.redefine import redefine
 from vadpipe.scores import Scores, ScoresStore
 
 from conftest import TINY_KEY, planted_cache

@@ -2,6 +2,7 @@
 caption -> s3m path on real footage with tiny models."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,10 +11,9 @@ from typer.testing import CliRunner
 from vadpipe.cache import FeatureCache
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.models import get_head, load_head
+from vadpipe.heads import get_head, load_head
 
-from conftest import TINY, TINY_KEY, frame_auc, planted_cache, require_shared, unit
-from test_captioner import make_tiny_blip2
+from conftest import TINY, TINY_KEY, frame_auc, make_tiny_blip2, planted_cache, require_shared, unit
 
 D = 64
 SMALL = dict(d_model=32, d_state=16, epochs=5)  # the paper's 3 layers, 20 -> 4; a narrow net trains fast
@@ -158,7 +158,7 @@ def test_caption_then_s3m_on_real_footage(tmp_path):
     from vadpipe.evaluate import EvalConfig, evaluate
     from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
     from vadpipe.featurize.captioner import caption
-    from vadpipe.models.runs import score_run, train_head
+    from vadpipe.runs import score_run, train_head
     from vadpipe.scores import ScoresStore
 
     videos = require_shared("videos")
@@ -175,7 +175,7 @@ def test_caption_then_s3m_on_real_footage(tmp_path):
     summary = caption(manifest, cache, str(make_tiny_blip2(tmp_path / "blip2")), TINY_KEY, max_new_tokens=4)
     assert len(summary.done) == 4 and not summary.failed
     train_head("s3m", cache, manifest, tmp_path / "run", params=dict(SMALL, epochs=2, sigma=6))
-    store, _ = score_run(tmp_path / "run", cache, manifest, tmp_path / "scores.zarr")
+    store = score_run(tmp_path / "run", cache, manifest, tmp_path / "scores.zarr").path
     for vid, n in {"ped2_test01": 180, "avenue_test21": 76}.items():
         s = ScoresStore(store).read(vid)
         np.testing.assert_array_equal(s.frame_index, np.arange(0, n, 8))
@@ -184,4 +184,4 @@ def test_caption_then_s3m_on_real_footage(tmp_path):
         question = json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["spa_questions"][0]
         assert list(s.explanation) == list(answers[:, question])
     report = evaluate(store, manifest, None, EvalConfig())
-    assert 0.0 <= report["micro_auc"] <= 1.0 and report["num_videos"] == 2
+    assert math.isfinite(report["micro_auc"]) and report["num_videos"] == 2

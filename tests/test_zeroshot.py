@@ -7,15 +7,13 @@ import pytest
 
 from vadpipe.data_manifests import Interval, Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
-from vadpipe.models import get_head, load_head
-from vadpipe.models.text import embed_prompts
-from vadpipe.models.zeroshot import (
-    DEFAULT_TEMPLATES,
-    UEKI_ANOMALY_PROMPTS,
-    embed_groups,
-    list_prompt_sets,
-    load_prompt_set,
-)
+from vadpipe.heads import get_head, load_head
+from vadpipe.heads.text import embed_prompts
+from vadpipe.heads.prompts import list_prompt_sets, load_prompt_set
+from vadpipe.heads.text import embed_groups
+from vadpipe.heads.zeroshot import DEFAULT_TEMPLATES
+
+UEKI_ANOMALY_PROMPTS = ("anomaly behavior", "dangerous activity", "dangerous behavior")  # Ueki 2024, Sec. 4
 
 from conftest import frame_auc, planted_cache
 
@@ -159,8 +157,7 @@ def test_coca_text_path(tmp_path):
     from PIL import Image
 
     from vadpipe.featurize import FeaturizeConfig, featurize
-    from vadpipe.featurize.encoders import load_clip
-    from vadpipe.models.zeroshot import DEFAULT_NORMAL_PROMPTS
+    from vadpipe.encoders import load_clip
 
     frames = tmp_path / "clip"
     frames.mkdir()
@@ -184,7 +181,7 @@ def test_coca_text_path(tmp_path):
     # the stored prompt embeddings are CoCa's own text latent (CLS token appended, 76-token context)
     coca = load_clip(key)
     assert type(coca.model).__name__ == "CoCa" and coca.model.context_length == 76
-    texts = [t.format(p) for p in DEFAULT_NORMAL_PROMPTS[:1] for t in DEFAULT_TEMPLATES]
+    texts = [t.format(p) for p in load_prompt_set("ueki-generic").normal[:1] for t in DEFAULT_TEMPLATES]
     with torch.no_grad():
         tokens = coca.tokenizer(texts)
         assert tokens.shape == (2, 76)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vadpipe.evaluate import EvalConfig, evaluate
 from vadpipe.featurize import FeaturizeConfig, Sampling, featurize
-from vadpipe.models.runs import score_run, train_head
+from vadpipe.runs import score_run, train_head
 from vadpipe.synth import make_demo_dataset
 
 DEFAULT_ENCODER = "ViT-B-32:openai"
@@ -40,9 +40,8 @@ def run_demo(out_dir: str | Path, encoder: str = DEFAULT_ENCODER, stride: int = 
     reports = {}
     for head, params in (("prototype", {}), ("zeroshot", SCENE_PROMPTS)):
         run = out / "runs" / head
-        model = train_head(head, cache, manifest, run, encoder=encoder, params=params)
-        scores, _ = score_run(run, cache, manifest, out / "scores" / f"{head}.zarr")
-        reports[head] = evaluate(scores, manifest, out / "reports" / head, EvalConfig())
+        train_head(head, cache, manifest, run, encoder=encoder, params=params, device=device)
+        scored = score_run(run, cache, manifest, out / "scores" / f"{head}.zarr", device=device)
+        reports[head] = evaluate(scored.path, manifest, out / "reports" / head, EvalConfig())
         reports[head]["run_dir"] = str(run)
-        del model
     return {"featurize": summary, "reports": reports, "out": str(out)}

@@ -20,3 +20,14 @@ def output_dir(path):
     except (FileExistsError, NotADirectoryError):
         raise VadpipeError(f"{path}: exists and is not a folder; choose another output") from None
     return path
+
+
+def one_line(exc, limit: int | None = None) -> str:
+    """An exception (or text) squeezed onto one line, cut at ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if limit is None else text[:limit]
+
+
+def json_error(path, exc) -> VadpipeError:
+    """The one message for a file that is not valid JSON: ``PATH:LINE: not valid JSON (why)``."""
+    return VadpipeError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")

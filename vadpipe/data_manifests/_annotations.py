@@ -7,11 +7,11 @@ as an editor shows them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from vadpipe.data_manifests.folder import IMAGE_SUFFIXES
-from vadpipe.data_manifests.schema import Interval
+from vadpipe.data_manifests.media import IMAGE_SUFFIXES
+from vadpipe.data_manifests.schema import Interval, check_within, sort_intervals  # noqa: F401 (re-exported to builders)
 from vadpipe.errors import VadpipeError
 
 ANOMALY = "anomaly"
@@ -85,23 +85,6 @@ def half_open(start: int, end: int, where: str, label: str | None = None) -> Int
             f"{where}: bad 0-based frame range [{start}, {end}) (need 0 <= start < end)"
         )
     return Interval(start, end, label)
-
-
-def sort_intervals(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
-    """Sorted by (start, end), stable: the order :func:`schema.parse_intervals` gives,
-    so a manifest read back from disk compares equal."""
-    return tuple(sorted(intervals, key=lambda iv: (iv.start, iv.end)))
-
-
-def check_within(intervals: Sequence[Interval], num_frames: int | None, where: str) -> None:
-    """Refuse an interval that ends past the video's last frame (when the length is known)."""
-    if num_frames is None:
-        return
-    for iv in intervals:
-        if iv.end > num_frames:
-            raise VadpipeError(
-                f"{where}: anomaly interval {iv} ends past the last frame ({num_frames} frames)"
-            )
 
 
 def pick_path(root: Path, *candidates: str) -> Path:

@@ -11,19 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vadpipe.data_manifests.media import VIDEO_SUFFIXES, is_frame_folder
 from vadpipe.data_manifests.schema import Manifest, VideoEntry, check_video_id
 from vadpipe.errors import VadpipeError
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 _TRAIN_RE = re.compile(r"^(train|training)([_\-].*)?$", re.IGNORECASE)
 _TEST_RE = re.compile(r"^(test|testing)([_\-].*)?$", re.IGNORECASE)
-
-
-def is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and any(
-        p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()
-    )
 
 
 def build_folder_manifest(

@@ -9,16 +9,13 @@ Conventions (the same everywhere in vadpipe):
   the video's ``label``.
 * Relative ``path`` and ``mask_path`` values are resolved against the manifest file's folder.
 
-File formats: CSV with a header row, or JSONL with one object per line. Either may start
-with a metadata record (CSV: a ``# {...json...}`` comment line; JSONL: ``{"_meta": {...}}``)
-that builders use to record which protocol variant they chose (e.g. Avenue's ground truth).
+File formats (:mod:`~vadpipe.data_manifests.io`): CSV with a header row, or JSONL with one
+object per line; builders record which protocol variant they chose (e.g. Avenue's ground
+truth) in the manifest's ``meta``, written beside it as ``<manifest>.meta.json``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,29 +94,22 @@ class VideoEntry:
                     f"frames but the video has {n}"
                 )
             return mask
+        check_within(self.intervals, n, f"video {self.video_id!r}")
         labels = np.zeros(n, dtype=np.uint8)
         for iv in self.intervals:
-            if iv.end > n:
-                raise VadpipeError(
-                    f"video {self.video_id!r}: anomaly interval {iv} ends past its last "
-                    f"frame ({n} frames)"
-                )
             labels[iv.start : iv.end] = 1
         return labels
 
     def frame_classes(self, num_frames: int | None = None) -> np.ndarray:
-        """Per-frame class name (``object`` array): the interval's class or ``normal``."""
-        n = self._resolve_length(num_frames)
-        out = np.full(n, NORMAL, dtype=object)
+        """Per-frame class name (``object`` array): the interval's class or ``normal``; where
+        intervals of two classes overlap the later one wins (evaluation's recognition uses a
+        multi-hot instead, :func:`vadpipe.evaluate.recognition.frame_class_targets`)."""
+        labels = self.frame_labels(num_frames)  # checks the length and the interval ends
+        out = np.full(len(labels), NORMAL, dtype=object)
         if self.mask_path is not None:
-            out[self.frame_labels(n) > 0] = self.label
+            out[labels > 0] = self.label
             return out
         for iv in self.intervals:
-            if iv.end > n:
-                raise VadpipeError(
-                    f"video {self.video_id!r}: anomaly interval {iv} ends past its last "
-                    f"frame ({n} frames)"
-                )
             out[iv.start : iv.end] = iv.label or self.label
         return out
 
@@ -195,55 +185,26 @@ class Manifest:
         names.discard(NORMAL)
         return sorted(names)
 
+    def shard(self, shard: int, num_shards: int) -> "Manifest":
+        """Shard ``shard`` of ``num_shards``: a deterministic round robin over the rows, so
+        array task i of any run of the same manifest does the same videos."""
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise VadpipeError(f"bad shard {shard} of {num_shards} (need 0 <= shard < num_shards)")
+        return Manifest([e for i, e in enumerate(self.entries) if i % num_shards == shard], self.meta, self.source)
+
     # ------------------------------------------------------------------ I/O
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
         """Read a CSV or JSONL manifest; a bad row raises ``FILE:LINE: what is wrong``."""
-        path = Path(path)
-        if not path.is_file():
-            raise VadpipeError(f"{path}: manifest not found")
-        base = path.resolve().parent
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise VadpipeError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            rows, meta = _read_jsonl(text, path)
-        else:
-            rows, meta = _read_csv(text, path)
-        entries = [_entry_from_row(row, base, f"{path.name}:{line}") for line, row in rows]
-        seen: dict[str, int] = {}
-        for (line, _), e in zip(rows, entries):
-            if e.video_id in seen:
-                raise VadpipeError(
-                    f"{path.name}:{line}: duplicate video_id {e.video_id!r} (first on line "
-                    f"{seen[e.video_id]})"
-                )
-            seen[e.video_id] = line
-        if not entries:
-            raise VadpipeError(f"{path}: manifest has no rows")
-        return cls(entries, meta=meta, source=str(path))
+        from vadpipe.data_manifests.io import read_manifest
+
+        return read_manifest(path)
 
     def save(self, path: str | Path) -> Path:
-        """Write CSV (``.csv``) or JSONL (``.jsonl``); paths are written as stored."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [_row_from_entry(e) for e in self.entries]
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            with path.open("w", encoding="utf-8") as fh:
-                if self.meta:
-                    fh.write(json.dumps({"_meta": self.meta}) + "\n")
-                for row in rows:
-                    fh.write(json.dumps({k: v for k, v in row.items() if v != ""}) + "\n")
-        else:
-            buf = io.StringIO()
-            if self.meta:
-                buf.write("# " + json.dumps(self.meta) + "\n")
-            writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            path.write_text(buf.getvalue(), encoding="utf-8")
-        return path
+        """Write CSV (``.csv``) or JSONL (``.jsonl``), and ``meta`` beside it (see :mod:`~vadpipe.data_manifests.io`)."""
+        from vadpipe.data_manifests.io import write_manifest
+
+        return write_manifest(self, path)
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -282,7 +243,21 @@ def parse_intervals(text: str, where: str = "") -> tuple[Interval, ...]:
         if end <= start:
             raise VadpipeError(f"{where}: empty anomaly interval {part.strip()!r} (end <= start)")
         out.append(Interval(start, end, m.group(3)))
-    return tuple(sorted(out, key=lambda iv: (iv.start, iv.end)))
+    return sort_intervals(out)
+
+
+def sort_intervals(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
+    """Sorted by (start, end), stable: the one order of a manifest's intervals."""
+    return tuple(sorted(intervals, key=lambda iv: (iv.start, iv.end)))
+
+
+def check_within(intervals: Iterable[Interval], num_frames: int | None, where: str) -> None:
+    """Refuse an interval that ends past the video's last frame (when the length is known)."""
+    if num_frames is None:
+        return
+    for iv in intervals:
+        if iv.end > num_frames:
+            raise VadpipeError(f"{where}: anomaly interval {iv} ends past the last frame ({num_frames} frames)")
 
 
 def format_intervals(intervals: Iterable[Interval]) -> str:
@@ -312,143 +287,3 @@ def check_video_id(video_id: str, where: str) -> str:
     if any(ord(c) < 32 for c in video_id):
         raise VadpipeError(f"{where}: video_id {video_id!r} contains control characters")
     return video_id
-
-
-def _read_csv(text: str, path: Path) -> tuple[list[tuple[int, dict]], dict]:
-    lines = text.splitlines()
-    meta: dict = {}
-    first = 0
-    while first < len(lines) and (not lines[first].strip() or lines[first].lstrip().startswith("#")):
-        comment = lines[first].lstrip()[1:].strip()
-        if comment.startswith("{") and not meta:
-            try:
-                meta = json.loads(comment)
-            except json.JSONDecodeError as exc:
-                raise VadpipeError(f"{path.name}:{first + 1}: bad metadata comment ({exc.msg})") from None
-        first += 1
-    reader = csv.reader(lines[first:])
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise VadpipeError(f"{path}: manifest is empty") from None
-    missing = [c for c in _REQUIRED if c not in header]
-    if missing:
-        raise VadpipeError(
-            f"{path.name}:{first + 1}: header lacks column(s) {', '.join(missing)} "
-            f"(found: {', '.join(header)})"
-        )
-    unknown = [c for c in header if c not in COLUMNS]
-    if unknown:
-        raise VadpipeError(
-            f"{path.name}:{first + 1}: unknown column(s) {', '.join(unknown)} "
-            f"(known: {', '.join(COLUMNS)})"
-        )
-    rows = []
-    for offset, values in enumerate(reader):
-        line = first + 2 + offset
-        if not values or all(not v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            raise VadpipeError(
-                f"{path.name}:{line}: {len(values)} fields, header has {len(header)}"
-            )
-        rows.append((line, dict(zip(header, values))))
-    return rows, meta
-
-
-def _read_jsonl(text: str, path: Path) -> tuple[list[tuple[int, dict]], dict]:
-    rows, meta = [], {}
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise VadpipeError(f"{path.name}:{line_no}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise VadpipeError(f"{path.name}:{line_no}: expected a JSON object")
-        if "_meta" in obj and len(obj) == 1:
-            meta = dict(obj["_meta"])
-            continue
-        unknown = [k for k in obj if k not in COLUMNS]
-        if unknown:
-            raise VadpipeError(f"{path.name}:{line_no}: unknown field(s) {', '.join(unknown)}")
-        if isinstance(obj.get("anomaly_intervals"), list):
-            obj["anomaly_intervals"] = ";".join(
-                f"{iv[0]}-{iv[1]}" + (f":{iv[2]}" if len(iv) > 2 and iv[2] else "")
-                for iv in obj["anomaly_intervals"]
-            )
-        rows.append((line_no, {k: "" if v is None else str(v) for k, v in obj.items()}))
-    return rows, meta
-
-
-def _entry_from_row(row: dict, base: Path, where: str) -> VideoEntry:
-    for col in _REQUIRED:
-        if not str(row.get(col, "")).strip():
-            raise VadpipeError(f"{where}: missing {col}")
-    video_id = check_video_id(row["video_id"], where)
-    split = row["split"].strip().lower()
-    if split not in SPLITS:
-        raise VadpipeError(f"{where}: unknown split {row['split']!r} (expected train or test)")
-    label = row["label"].strip()
-    if label.lower() == NORMAL:
-        label = NORMAL
-    intervals = parse_intervals(row.get("anomaly_intervals", ""), where)
-    mask = (row.get("mask_path") or "").strip() or None
-    if label == NORMAL and intervals:
-        raise VadpipeError(f"{where}: video {video_id!r} is labelled normal but has anomaly intervals")
-    fps = _optional_number(row.get("fps"), float, "fps", where)
-    num_frames = _optional_number(row.get("num_frames"), int, "num_frames", where)
-    if fps is not None and fps <= 0:
-        raise VadpipeError(f"{where}: fps must be positive, got {fps}")
-    if num_frames is not None:
-        if num_frames <= 0:
-            raise VadpipeError(f"{where}: num_frames must be positive, got {num_frames}")
-        last = max(intervals, key=lambda iv: iv.end, default=None)
-        if last is not None and last.end > num_frames:
-            raise VadpipeError(f"{where}: interval {last} ends past num_frames={num_frames}")
-    scene = (row.get("scene") or "").strip() or None
-    return VideoEntry(
-        video_id=video_id,
-        path=_resolve(row["path"].strip(), base),
-        split=split,
-        label=label,
-        intervals=intervals,
-        mask_path=_resolve(mask, base) if mask else None,
-        fps=fps,
-        num_frames=num_frames,
-        scene=scene,
-    )
-
-
-def _optional_number(value, kind, name, where):
-    if value is None or str(value).strip() == "":
-        return None
-    try:
-        number = float(value)
-        if kind is int:
-            if number != int(number):
-                raise ValueError
-            return int(number)
-        return number
-    except ValueError:
-        raise VadpipeError(f"{where}: {name} must be a number, got {value!r}") from None
-
-
-def _resolve(value: str, base: Path) -> str:
-    p = Path(value).expanduser()
-    return str(p if p.is_absolute() else (base / p))
-
-
-def _row_from_entry(e: VideoEntry) -> dict:
-    return {
-        "video_id": e.video_id,
-        "path": e.path,
-        "split": e.split,
-        "label": e.label,
-        "anomaly_intervals": format_intervals(e.intervals),
-        "mask_path": e.mask_path or "",
-        "fps": "" if e.fps is None else repr(float(e.fps)),
-        "num_frames": "" if e.num_frames is None else str(int(e.num_frames)),
-        "scene": e.scene or "",
-    }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vadpipe.errors import VadpipeError, output_dir
+from vadpipe.errors import VadpipeError, json_error, output_dir
 from vadpipe.evaluate.protocol import METRIC_LABELS, VARIANT_KEYS, describe_variant, format_value
 from vadpipe.evaluate.report import fmt, jsonable, md_row, protocol_line, table_metrics
 
@@ -31,7 +31,7 @@ def load_report(path: str | Path) -> dict:
     except FileNotFoundError:
         raise VadpipeError(f"{file}: report not found (expected a folder written by `vadpipe evaluate`)") from None
     except json.JSONDecodeError as exc:
-        raise VadpipeError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise json_error(file, exc) from None
     if not isinstance(report, dict) or "protocol" not in report or "videos" not in report:
         raise VadpipeError(f"{file}: not a vadpipe evaluation report (re-run `vadpipe evaluate` to refresh it)")
     return report

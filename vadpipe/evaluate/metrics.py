@@ -88,17 +88,6 @@ class Metrics:
     num_anomalous_frames: int
     per_video_auc: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        return {
-            "micro_auc": self.micro_auc,
-            "macro_auc": self.macro_auc,
-            "ap": self.ap,
-            "num_videos": self.num_videos,
-            "num_frames": self.num_frames,
-            "num_anomalous_frames": self.num_anomalous_frames,
-            "per_video_auc": self.per_video_auc,
-        }
-
 
 def frame_metrics(results: list[VideoResult]) -> Metrics:
     """Micro AUC, macro AUC and AP over the expanded per-frame arrays (scikit-learn)."""

@@ -7,10 +7,11 @@ and plotting works headless.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
+
+from vadpipe.evaluate.protocol import fmt
 
 _MAX_CURVE_POINTS = 20_000  # a pooled curve over millions of frames is thinned for drawing
 
@@ -68,7 +69,7 @@ def plot_roc(path: Path, labels: np.ndarray, scores: np.ndarray, auc: float) -> 
     fpr, tpr = _thin(fpr, tpr)
     fig = _figure(4.8, 4.6)
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color="tab:blue", lw=1.5, label=f"micro AUC = {_fmt(auc)}")
+    ax.plot(fpr, tpr, color="tab:blue", lw=1.5, label=f"micro AUC = {fmt(auc)}")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")
     _square_axes(ax, "false positive rate", "true positive rate", f"ROC, {len(labels):,} frames pooled")
     ax.legend(loc="lower right", fontsize=8)
@@ -85,7 +86,7 @@ def plot_pr(path: Path, labels: np.ndarray, scores: np.ndarray, ap: float) -> Pa
     rate = float(np.mean(labels))
     fig = _figure(4.8, 4.6)
     ax = fig.add_subplot()
-    ax.step(recall, precision, where="post", color="tab:blue", lw=1.5, label=f"AP = {_fmt(ap)}")
+    ax.step(recall, precision, where="post", color="tab:blue", lw=1.5, label=f"AP = {fmt(ap)}")
     ax.axhline(rate, color="grey", lw=0.8, ls="--", label=f"chance = {rate:.3f}")
     _square_axes(ax, "recall", "precision", f"precision-recall, {len(labels):,} frames pooled")
     ax.legend(loc="lower left", fontsize=8)
@@ -100,7 +101,3 @@ def _square_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, lw=0.5)
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.4f}"

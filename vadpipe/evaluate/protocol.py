@@ -9,6 +9,8 @@ ShanghaiTech / Avenue / Ped2 ``["micro_auc", "macro_auc"]``). A manifest without
 
 from __future__ import annotations
 
+import math
+
 from vadpipe.errors import VadpipeError
 
 METRIC_LABELS = {
@@ -44,6 +46,11 @@ def headline_of(meta: dict, where: str) -> tuple[list[str], str]:
 def variant_of(meta: dict) -> dict:
     """The meta keys that identify the ground-truth variant (only those recorded)."""
     return {k: meta[k] for k in VARIANT_KEYS if k in (meta or {})}
+
+
+def fmt(x) -> str:
+    """A metric for a table or a plot: 4 decimals, ``n/a`` for missing / NaN."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 def format_value(value) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from vadpipe.data_manifests.schema import Manifest, VideoEntry, intervals_from_labels
 from vadpipe.evaluate.metrics import VideoResult
 from vadpipe.errors import output_dir
-from vadpipe.evaluate.protocol import METRIC_LABELS, describe_variant, metric_order
+from vadpipe.evaluate.protocol import METRIC_LABELS, describe_variant, fmt, metric_order
 
 EXPANSION_NOTES = {
     "repeat": "each frame takes the score of the last sample at or before it (a sample's score "
@@ -29,11 +29,6 @@ EXPANSION_NOTES = {
     "linear": "linear interpolation between samples, constant outside them",
 }
 INTERVAL_CONVENTION = "0-based, half-open [start, end)"
-
-
-def fmt(x) -> str:
-    """A metric for a table: 4 decimals, ``n/a`` for missing / NaN."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 def protocol_line(report: dict) -> str:

@@ -52,21 +52,14 @@ from pathlib import Path
 import numpy as np
 
 from vadpipe import __version__
-from vadpipe.cache import FeatureCache, shard_cache_path
+from vadpipe.cache import CAPTIONER, FeatureCache, shard_cache_path
+from vadpipe.cache.failures import failures_log_path, record_failure, source_attrs
 from vadpipe.data_manifests.schema import Manifest
-from vadpipe.errors import VadpipeError
-from vadpipe.featurize.pipeline import (
-    FeaturizeSummary,
-    _base_attrs,
-    _prefetch,
-    _Progress,
-    failures_log_path,
-    record_failure,
-    shard_entries,
-)
+from vadpipe.errors import VadpipeError, one_line
 from vadpipe.featurize.readers import DecodeError, open_source
+from vadpipe.featurize.runtime import FeaturizeSummary, prefetch, run_progress, videos_to_do
+from vadpipe.texts import check_template, load_text_list, normalize_answer
 
-CAPTIONER_KIND = "captioner"
 CAPTION = "<caption>"  # marker: a plain caption, no question
 VLAVAD_QUESTIONS = (
     "What is the pose of the person in the picture?",
@@ -76,42 +69,12 @@ VLAVAD_QUESTIONS = (
 DEFAULT_QUESTIONS = VLAVAD_QUESTIONS + (CAPTION,)
 PROMPT_TEMPLATE = "Question: {} Answer:"
 MAX_NEW_TOKENS = 20
-_PUNCTUATION = " \t\n.,;:!?\"'"
 
 
-def normalize_answer(text: str) -> str:
-    """``'  A Man, Walking. '`` -> ``'a man, walking'``."""
-    return " ".join(str(text).lower().split()).strip(_PUNCTUATION)
-
-
-def load_questions(path: str | Path) -> list[str]:
-    """Questions from a JSON list of strings or a text file (one per line; ``#`` comments)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VadpipeError(f"{path}: questions file not found") from None
-    if path.suffix.lower() == ".json":
-        try:
-            questions = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise VadpipeError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
-            raise VadpipeError(f"{path}: expected a JSON list of question strings")
-        questions = [q.strip() for q in questions]
-    else:
-        questions = [line.strip() for line in text.splitlines()]
-        questions = [q for q in questions if q and not q.startswith("#")]
-    return _check_questions(questions, str(path))
-
-
-def _check_questions(questions, where: str) -> list[str]:
-    questions = [str(q).strip() for q in questions]
-    if not questions or not all(questions):
-        raise VadpipeError(f"{where}: needs at least one question and no empty ones (use {CAPTION!r} for a caption)")
-    if len(set(questions)) != len(questions):
-        raise VadpipeError(f"{where}: the same question appears twice")
-    return questions
+def load_questions(spec) -> list[str]:
+    """Questions from a list, a JSON list of strings or a text file (one per line; ``#``
+    comments); :data:`CAPTION` asks for a plain caption."""
+    return load_text_list(spec, "question")
 
 
 def captioner_key(name_or_path: str, questions, prompt_template: str = PROMPT_TEMPLATE,
@@ -122,20 +85,6 @@ def captioner_key(name_or_path: str, questions, prompt_template: str = PROMPT_TE
                    "generation": _generation(max_new_tokens)}
     digest = hashlib.sha256(json.dumps(text_recipe, sort_keys=True).encode()).hexdigest()[:8]
     return f"{name}:vqa{len(questions)}-{digest}"
-
-
-def is_captioner(recipe: dict) -> bool:
-    return recipe.get("kind") == CAPTIONER_KIND
-
-
-def captioner_keys(cache: FeatureCache, clip_key: str | None = None) -> list[str]:
-    """Captioner keys in ``cache`` (only those built on ``clip_key``'s frames, if given)."""
-    keys = []
-    for key in cache.encoders():
-        recipe = cache.recipe(key)
-        if is_captioner(recipe) and (clip_key is None or recipe.get("clip_key") == clip_key):
-            keys.append(key)
-    return keys
 
 
 def _generation(max_new_tokens: int) -> dict:
@@ -171,7 +120,7 @@ class Captioner:
         import transformers
 
         return {
-            "kind": CAPTIONER_KIND,
+            "kind": CAPTIONER,
             "encoder_key": self.key,
             "model": self.model_id,
             "architecture": type(self.model).__name__,
@@ -188,12 +137,13 @@ class Captioner:
         """``F`` RGB frames ``uint8[H, W, 3]`` -> ``F`` lists of ``Q`` normalised answers."""
         import torch
 
+        from vadpipe.encoders.device import torch_dtype
+
         num_q = len(self.questions)
         pixels = self.processor.image_processor(
             frames, return_tensors="pt", input_data_format="channels_last"
         )["pixel_values"]  # (F 3 S S)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        pixels = pixels.to(self.device, dtype).repeat_interleave(num_q, dim=0)  # (F*Q 3 S S), frame-major
+        pixels = pixels.to(self.device, torch_dtype(self.precision)).repeat_interleave(num_q, dim=0)  # (F*Q 3 S S), frame-major
         input_ids = self._input_ids.repeat(len(frames), 1)  # (F*Q L)
         with torch.inference_mode():
             out = self.model.generate(
@@ -219,37 +169,34 @@ def load_captioner(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> Captioner:
     """A BLIP-2 from the hub (``Salesforce/blip2-opt-2.7b``) or a ``save_pretrained`` folder."""
-    from vadpipe.featurize.encoders import resolve_device
+    from vadpipe.encoders.device import check_precision, resolve_device
 
     device = resolve_device(device)
-    if precision == "auto":
-        precision = "fp16" if device.startswith("cuda") else "fp32"
-    if "{}" not in prompt_template:
-        raise VadpipeError(f"prompt template {prompt_template!r} has no '{{}}' placeholder")
+    precision = check_precision("fp16" if device.startswith("cuda") else "fp32") if precision == "auto" else precision
+    check_template(prompt_template, "captioner: ")
     local = Path(name_or_path).expanduser()
     model_id = str(local.resolve()) if local.exists() else str(name_or_path)
     model, processor = _load_blip2(model_id, device, precision)
-    questions = tuple(_check_questions(questions, "captioner questions"))
+    questions = tuple(load_questions(list(questions)))
     return Captioner(model_id, model, processor, device, precision, questions, prompt_template, int(max_new_tokens))
 
 
 @lru_cache(maxsize=2)
 def _load_blip2(model_id: str, device: str, precision: str):
-    import torch
     import transformers
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise VadpipeError(f"unknown precision {precision!r} (choose from {', '.join(dtypes)})")
+    from vadpipe.encoders.device import torch_dtype
+
+    dtype = torch_dtype(precision)
     # transformers renamed torch_dtype= to dtype= in 4.56
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
     dtype_arg = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     try:
         processor = Blip2Processor.from_pretrained(model_id)
-        model = Blip2ForConditionalGeneration.from_pretrained(model_id, **{dtype_arg: dtypes[precision]})
+        model = Blip2ForConditionalGeneration.from_pretrained(model_id, **{dtype_arg: dtype})
     except (OSError, ValueError) as exc:
-        raise VadpipeError(f"could not load captioner {model_id!r}: {' '.join(str(exc).split())[:300]}") from None
+        raise VadpipeError(f"could not load captioner {model_id!r}: {one_line(exc, 300)}") from None
     processor.tokenizer.padding_side = "left"  # batched generation with a decoder-only language model
     return model.to(device).eval(), processor
 
@@ -278,7 +225,7 @@ def caption(
     ``captioner`` is a hub id or local folder, or a loaded :class:`Captioner` (whose questions
     and generation settings then apply instead of the arguments here).
     """
-    from vadpipe.featurize.encoders import canonical_key, load_clip, spec_from_recipe
+    from vadpipe.encoders import canonical_key, load_clip, spec_from_recipe
 
     if batch_size < 1:
         raise VadpipeError(f"batch size must be >= 1, got {batch_size}")
@@ -287,7 +234,7 @@ def caption(
     try:
         clip_key = canonical_key(clip_key)
         clip_recipe = cache.recipe(clip_key)
-        if is_captioner(clip_recipe):
+        if clip_recipe.get("kind") == CAPTIONER:
             raise VadpipeError(f"{clip_key!r} is a captioner; name the CLIP image encoder whose frames to caption")
         if not isinstance(captioner, Captioner):
             captioner = load_captioner(captioner, questions, device, precision, prompt_template, max_new_tokens)
@@ -307,18 +254,10 @@ def caption(
             "sampling": clip_recipe.get("sampling"),
             "vadpipe_version": __version__,
         })
-        entries = shard_entries(list(manifest), shard, num_shards)
-        if video_ids is not None:
-            wanted = set(video_ids)
-            entries = [e for e in entries if e.video_id in wanted]
         log_path = Path(failures_log) if failures_log else failures_log_path(cache_path)
         summary = FeaturizeSummary(encoder_key=key, failures_log=str(log_path))
-        todo = []
-        for e in entries:
-            if cache.is_done(key, e.video_id):
-                summary.skipped.append(e.video_id)
-            elif cache.is_done(clip_key, e.video_id):
-                todo.append(e)
+        todo = videos_to_do(manifest, cache, key, shard, num_shards, video_ids, summary)
+        todo = [e for e in todo if cache.is_done(clip_key, e.video_id)]  # not featurized: left alone
         _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress)
     finally:
         cache.close()
@@ -326,9 +265,7 @@ def caption(
 
 
 def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress) -> None:
-    start = time.perf_counter()
-    bar = _Progress(len(todo), enabled=progress)
-    try:
+    with run_progress(summary, len(todo), progress) as bar:
         for entry in todo:
             bar.video(entry.video_id)
             outcome = _caption_one(entry, cache.read(clip_key, entry.video_id), captioner, clip, cache,
@@ -340,9 +277,6 @@ def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, 
                 summary.frames += outcome["samples"]
                 summary.infer_seconds += outcome["infer_seconds"]
             bar.advance()
-    finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - start
 
 
 def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, batch_size, on_frames):
@@ -355,7 +289,7 @@ def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, b
         source = open_source(entry.path, fps_hint=entry.fps)
     except DecodeError as exc:
         return "open", str(exc)
-    frames = _prefetch(source.iter_frames(lambda i, _pts: i in wanted_set), maxsize=2 * batch_size)
+    frames = prefetch(source.iter_frames(lambda i, _pts: i in wanted_set), maxsize=2 * batch_size)
     found, answers = [], []
     t_infer = 0.0
     try:
@@ -383,7 +317,7 @@ def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, b
     unique, inverse = np.unique(text, return_inverse=True)
     text_emb = clip.encode_text(unique.tolist()).astype(np.float16)[inverse.reshape(-1)]  # (T*Q D)
     attrs = {
-        **_base_attrs(entry),
+        **source_attrs(entry),
         **{k: clip_features.attrs.get(k) for k in ("fps", "num_frames", "width", "height")},
         "num_samples": len(found),
         "precision": captioner.precision,

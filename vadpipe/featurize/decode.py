@@ -3,12 +3,12 @@
 A :class:`DecodeDataset` is a torch ``IterableDataset`` over the videos to featurize; a
 ``DataLoader`` runs it in worker processes (video i goes to worker i mod n), so decoding
 and resizing overlap the encoder in the main process. Each worker decodes its videos
-sequentially, one frame in memory at a time, and emits:
+sequentially, one frame in memory at a time, and emits, for the video at position ``pos``
+of the run:
 
-* ``("frames", pos, frame_index int64[b], pts float64[b], uint8 tensor (b, 3, s, s))``
-* ``("end", pos, info)`` -- the video is complete: decoded length, fps, size, warnings,
-  snippet starts;
-* ``("error", pos, stage, reason)`` -- the video could not be read (one-line reason).
+* :class:`Chunk` -- sampled frames: their indices, times and the resized, cropped pixels;
+* :class:`End` -- the video is complete: decoded length, fps, size, warnings, snippet starts;
+* :class:`Failure` -- the video could not be read (stage and one-line reason).
 
 Resize + crop run here, on batched uint8 tensors of the frames of one chunk (torch's uint8
 antialias kernel: PIL's algorithm, 0.2-0.4 ms a 320x240 frame), because shipping full frames
@@ -19,6 +19,7 @@ Normalisation happens on the model's device (:meth:`Preprocessing.normalize`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +30,30 @@ from vadpipe.featurize.readers import DecodeError, open_source
 
 CHUNK_FRAMES = 32
 CHUNK_BYTES = 256 << 20  # full-resolution frames held before a resize: at most this
+
+
+class Chunk(NamedTuple):
+    pos: int  # the video's position in the run
+    frame_index: np.ndarray  # int64[b] source frames
+    pts: np.ndarray  # float64[b] their times in seconds
+    frames: torch.Tensor  # uint8 (b, 3, s, s), resized and cropped
+
+
+class End(NamedTuple):
+    pos: int
+    info: dict  # num_frames, fps, width, height, declared_frames, warnings, snippet_starts
+
+
+class Failure(NamedTuple):
+    pos: int
+    stage: str  # "decode" (unreadable) or "sample" (the sampling cannot apply)
+    reason: str
+
+
+def keep_as_is(item):
+    """The DataLoader's ``collate_fn``: items cross from the workers unchanged (the default
+    would turn the numpy arrays into tensors)."""
+    return item
 
 
 @dataclass(frozen=True)
@@ -73,14 +98,13 @@ def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CH
         if chunk:
             yield _frames_item(job.pos, chunk, preprocessing)
     except DecodeError as exc:
-        yield ("error", job.pos, "decode", str(exc))
+        yield Failure(job.pos, "decode", str(exc))
         return
     except VadpipeError as exc:
-        yield ("error", job.pos, "sample", str(exc))
+        yield Failure(job.pos, "sample", str(exc))
         return
     info = source.info
-    yield (
-        "end",
+    yield End(
         job.pos,
         {
             "num_frames": int(source.num_frames),
@@ -94,11 +118,11 @@ def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CH
     )
 
 
-def _frames_item(pos: int, chunk: list, preprocessing):
+def _frames_item(pos: int, chunk: list, preprocessing) -> Chunk:
     index = np.array([c[0] for c in chunk], dtype=np.int64)
     pts = np.array([c[1] for c in chunk], dtype=np.float64)
     frames = torch.from_numpy(np.stack([c[2] for c in chunk]))  # (b H W 3) uint8
-    return ("frames", pos, index, pts, preprocessing.resize_crop_batch(frames))
+    return Chunk(pos, index, pts, preprocessing.resize_crop_batch(frames))
 
 
 def worker_init(_worker_id: int) -> None:

@@ -13,17 +13,16 @@ container declares is reported, not silently accepted.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-Keep = Callable[[int, float], bool]  # (frame index, pts seconds) -> sample it?
-
 import numpy as np
 
-from vadpipe.data_manifests.folder import IMAGE_SUFFIXES
+from vadpipe.data_manifests.media import image_files
+from vadpipe.errors import one_line
 
+Keep = Callable[[int, float], bool]  # (frame index, pts seconds) -> sample it?
 Frame = tuple[int, float, np.ndarray]
 
 
@@ -156,10 +155,7 @@ class FolderSource(FrameSource):
         self.warnings = []
         if not self.path.exists():
             raise DecodeError("folder not found")
-        self.files = sorted(
-            (p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-            key=_natural_key,
-        )
+        self.files = image_files(self.path)
         if not self.files:
             raise DecodeError("empty frame folder (no .jpg/.png/.tif images)")
         self.info = SourceInfo(fps=fps_hint, width=None, height=None, declared_frames=len(self.files))
@@ -211,10 +207,5 @@ def _frame_time(frame, time_base, index: int, fps: float | None) -> float:
     return index / fps if fps else math.nan
 
 
-def _natural_key(p: Path):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
-
 def _av_reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(text).split())[:200]
+    return one_line(getattr(exc, "strerror", None) or exc, 200)

@@ -1,5 +1,63 @@
-"""Stage 2: heads that learn and score straight from the feature cache."""
+"""Deprecated: ``vadpipe.models`` is :mod:`vadpipe.heads` since vadpipe 0.3 (kept for one release).
 
-from vadpipe.models.base import Head, NotFittedError, Scores, get_head, list_heads, load_head, register_head
+``import vadpipe.models`` and ``from vadpipe.models import get_head`` keep working, and so
+do the old submodules (``vadpipe.models.zeroshot``, ``vadpipe.models.redefine``, ...): each
+is the same module object as its new home, so classes and registries are shared.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+from vadpipe.heads import Head, NotFittedError, Scores, get_head, list_heads, load_head, register_head
+
+warnings.warn("vadpipe.models is deprecated: use vadpipe.heads (and vadpipe.runs)", DeprecationWarning, stacklevel=2)
+
+_MOVED = {
+    "anomalyclip": "vadpipe.heads.anomalyclip",
+    "anomalyclip_losses": "vadpipe.heads.anomalyclip.losses",
+    "base": "vadpipe.heads.base",
+    "clipassist": "vadpipe.heads.clipassist",
+    "kmeans": "vadpipe.heads.kmeans",
+    "prompt_learner": "vadpipe.heads.prompt_learner",
+    "prototype": "vadpipe.heads.prototype",
+    "redefine": "vadpipe.heads.redefine",
+    "runs": "vadpipe.runs",
+    "s3m": "vadpipe.heads.s3m",
+    "s4d": "vadpipe.heads.s4d",
+    "text": "vadpipe.heads.text",
+    "zeroshot": "vadpipe.heads.zeroshot",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``vadpipe.models.<name>`` -> the module it became (the same object, not a copy)."""
+
+    def find_spec(self, fullname, path, target=None):
+        prefix, _, name = fullname.rpartition(".")
+        if prefix == __name__ and name in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return importlib.import_module(_MOVED[spec.name.rpartition(".")[2]])
+
+    def exec_module(self, module):
+        pass
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModules())
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Head", "NotFittedError", "Scores", "get_head", "list_heads", "load_head", "register_head"]

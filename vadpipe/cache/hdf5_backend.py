@@ -1,0 +1,134 @@
+"""The HDF5 backend of :class:`~vadpipe.cache.FeatureCache`: the same tree in one file.
+
+Attributes a user would look at with ``h5py`` -- scalars such as ``done``, ``fps``,
+``num_frames``, ``width``, ``height``, ``dim``, ``schema_version`` -- are native HDF5
+attributes (``f["ViT-B-16:openai/video01"].attrs["num_frames"]``). Nested values (the
+sampling and preprocessing recipe, the source file's stat, lists) and ``None`` have no
+native HDF5 form: they are kept together as one JSON string attribute, ``vadpipe_attrs``.
+Reading merges both. Files written by vadpipe 0.2, which kept everything in the JSON
+string, read the same.
+
+An HDF5 file takes one writer: sharded runs write one file per shard and ``vadpipe cache
+merge`` joins them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vadpipe.errors import VadpipeError
+
+JSON_ATTR = "vadpipe_attrs"
+
+
+def _is_native(value) -> bool:
+    return isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic)
+
+
+def _python(value):
+    """An attribute as h5py returns it -> a plain Python value."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value
+
+
+class H5Backend:
+    """Nodes addressed by '/'-joined paths in one HDF5 file."""
+
+    def __init__(self, path: Path, mode: str, root_attrs: dict):
+        import h5py
+
+        try:
+            self.f = h5py.File(str(path), "r" if mode == "r" else "a")
+        except OSError as exc:
+            raise VadpipeError(f"{path}: not a readable HDF5 cache ({exc})") from None
+
+    def _node(self, node: str):
+        return self.f[node] if node else self.f
+
+    def attrs(self, node: str) -> dict:
+        return _read_attrs(self._node(node).attrs)
+
+    def update_attrs(self, node: str, attrs: dict) -> None:
+        stored = self._node(node).attrs
+        nested = json.loads(stored[JSON_ATTR]) if JSON_ATTR in stored else {}
+        for key, value in attrs.items():
+            if key == JSON_ATTR:
+                raise ValueError(f"{JSON_ATTR!r} is reserved")
+            if _is_native(value):
+                stored[key] = value
+                nested.pop(key, None)
+            else:
+                nested[key] = value
+                if key in stored:
+                    del stored[key]
+        stored[JSON_ATTR] = json.dumps(nested)
+        self.f.flush()
+
+    def groups(self, node: str) -> list[str]:
+        import h5py
+
+        return sorted(k for k, v in self._node(node).items() if isinstance(v, h5py.Group))
+
+    def arrays(self, node: str) -> list[str]:
+        import h5py
+
+        return sorted(k for k, v in self._node(node).items() if isinstance(v, h5py.Dataset))
+
+    def has(self, node: str) -> bool:
+        return node in self.f
+
+    def create_group(self, node: str) -> None:
+        if node in self.f:
+            del self.f[node]
+        self.f.create_group(node)
+
+    def create_group_once(self, node: str, attrs: dict) -> bool:
+        if node in self.f:
+            return False
+        self.f.create_group(node)
+        self.update_attrs(node, attrs)
+        return True
+
+    def write_array(self, node: str, name: str, data: np.ndarray, chunks: tuple) -> None:
+        import h5py
+
+        if data.dtype.kind == "U":
+            self.f[node].create_dataset(name, data=data.astype(object), dtype=h5py.string_dtype("utf-8"))
+        else:
+            # contiguous when one chunk would hold it all: HDF5 reads those fastest
+            one_chunk = chunks[0] >= len(data)
+            self.f[node].create_dataset(name, data=data, chunks=None if one_chunk or not data.size else chunks)
+
+    def read_array(self, node: str, name: str) -> np.ndarray:
+        return _read_dataset(self.f[node][name])
+
+    def array_info(self, node: str, name: str) -> tuple[tuple, str]:
+        ds = self.f[node][name]
+        return tuple(ds.shape), ("str" if ds.dtype.kind == "O" else str(ds.dtype))
+
+    def read_group(self, node: str) -> tuple[dict, dict[str, np.ndarray]] | None:
+        group = self.f.get(node)
+        if group is None:
+            return None
+        return _read_attrs(group.attrs), {name: _read_dataset(ds) for name, ds in group.items()}
+
+    def close(self) -> None:
+        self.f.flush()
+        self.f.close()
+
+
+def _read_attrs(stored) -> dict:
+    out = {k: _python(v) for k, v in stored.items() if k != JSON_ATTR}
+    if JSON_ATTR in stored:
+        out.update(json.loads(stored[JSON_ATTR]))
+    return out
+
+
+def _read_dataset(ds) -> np.ndarray:
+    return ds.asstr()[()].astype(str) if ds.dtype.kind == "O" else ds[()]

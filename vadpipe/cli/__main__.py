@@ -1,0 +1,3 @@
+from vadpipe.cli import app
+
+app(prog_name="vadpipe")

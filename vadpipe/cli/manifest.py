@@ -1,0 +1,85 @@
+"""``vadpipe manifest folder|ucf_crime|shanghaitech|xd_violence|avenue|ped2``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vadpipe.cli._common import manifest_app, user_errors
+
+
+@manifest_app.command("folder")
+@user_errors
+def manifest_folder(
+    directory: Path = typer.Argument(..., help="Folder of videos and/or frame folders."),
+    output: Path = typer.Option(..., "-o", "--output", help="Manifest to write (.csv or .jsonl)."),
+    split: str = typer.Option("test", help="Split for videos not under a train*/test* folder."),
+    label: str = typer.Option("normal", help="Label for every video."),
+):
+    """Build a manifest from a folder (split from train*/test* sub-folders)."""
+    from vadpipe.data_manifests import build_folder_manifest
+
+    manifest = build_folder_manifest(directory, default_split=split, label=label)
+    manifest.save(output)
+    counts = {s: len(manifest.select(split=s)) for s in ("train", "test")}
+    typer.echo(f"wrote {output}: {len(manifest)} videos ({counts['train']} train, {counts['test']} test)")
+
+
+_ANNOTATIONS = typer.Option(..., "--annotations", help="Folder with the dataset's official annotation files.")
+_VIDEOS = typer.Option(..., "--videos", help="Dataset root where the videos / frame folders are (need not exist yet).")
+_OUTPUT = typer.Option(..., "-o", "--output", help="Manifest to write (.csv or .jsonl).")
+
+
+def _save_benchmark(dataset: str, annotations: Path, videos: Path, output: Path, **options) -> None:
+    from vadpipe.data_manifests.benchmarks import build_benchmark_manifest
+
+    manifest = build_benchmark_manifest(dataset, annotations, videos, **options)
+    manifest.save(output)
+    train, test = manifest.select(split="train"), manifest.select(split="test")
+    anomalous = sum(not e.is_normal for e in test)
+    variant = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+    typer.echo(
+        f"wrote {output}: {dataset}{f' ({variant})' if variant else ''}: {len(train)} train, "
+        f"{len(test)} test videos ({anomalous} anomalous)"
+    )
+
+
+@manifest_app.command("ucf_crime")
+@user_errors
+def manifest_ucf_crime(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
+                       end: str = typer.Option("exclusive", help="How to read the annotation's end frame: exclusive or inclusive.")):
+    """UCF-Crime: official split lists + temporal annotation txt."""
+    _save_benchmark("ucf_crime", annotations, videos, output, end=end)
+
+
+@manifest_app.command("shanghaitech")
+@user_errors
+def manifest_shanghaitech(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
+                          split: str = typer.Option("one-class", help="one-class (330/107) or weak (Zhong et al.: 238/199)."),
+                          cross_scene: Optional[str] = typer.Option(None, help="TRAIN_SCENES:TEST_SCENES, e.g. 01,02:03,04.")):
+    """ShanghaiTech Campus: one-class or weakly-supervised split, optional cross-scene."""
+    _save_benchmark("shanghaitech", annotations, videos, output, split=split, cross_scene=cross_scene)
+
+
+@manifest_app.command("xd_violence")
+@user_errors
+def manifest_xd_violence(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT):
+    """XD-Violence: official lists + (multi-class) interval annotations."""
+    _save_benchmark("xd_violence", annotations, videos, output)
+
+
+@manifest_app.command("avenue")
+@user_errors
+def manifest_avenue(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
+                    gt: str = typer.Option("frame-prediction", help="frame-prediction (most papers) or masks.")):
+    """CUHK Avenue, with either ground truth."""
+    _save_benchmark("avenue", annotations, videos, output, gt=gt)
+
+
+@manifest_app.command("ped2")
+@user_errors
+def manifest_ped2(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT):
+    """UCSD Ped2: UCSDped2.m ranges (1-based inclusive, converted)."""
+    _save_benchmark("ped2", annotations, videos, output)

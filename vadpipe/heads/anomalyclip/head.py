@@ -1,0 +1,186 @@
+"""``anomalyclip``: weakly-supervised detection and recognition (Zanella et al. 2024).
+
+1. Recentring (eq. 1): m = mean CLIP feature over every sampled frame of the normal training
+   videos; each frame becomes x = f - m.
+2. Directions (eq. 2): per anomaly class, CoOp context vectors (8, class-specific,
+   N(0, 0.02)) are prepended to the class text's token embeddings and run through the frozen
+   text tower of the cache's own open_clip model; d_c = E_T([ctx, class]) - m. The final
+   text projection is fine-tuned too (the paper's best row, Table 7).
+3. Selector (eqs. 3-5): S(x)_c = BN(x . d_c / ||d_c||), batch norm without affine
+   parameters; a segment's likelihood is the sum over its frames.
+4. Temporal model (eq. 6): an axial transformer over (segments x frames) of the recentred
+   features (optionally concatenated with S(x)), embedding 256, 1 layer, sigmoid output p_A.
+5. Aggregation: p_N = 1 - p_A, p(c|A) = softmax(S(x)), p_{A,c} = p_A p(c|A).
+6. Training (eqs. 7-14): clips of S = 32 segments x F = 16 consecutive sampled frames,
+   balanced batches of 64 (32 anomalous + 32 normal videos), MIL top-K / bottom-K (K = 3) by
+   the selector on the labelled class after masking 70% of the segments, AdamW
+   (0.9, 0.98, eps 1e-8, weight decay 0.2), linear warm-up for 10% of the steps then cosine
+   decay to zero. Defaults are the paper's UCF-Crime values: lr 1e-5, 50 epochs, embedding
+   256, 1 layer (ShanghaiTech: lr 5e-4, 100 epochs, 2 layers, ``concat_selector=True``;
+   XD-Violence: lr 5e-6, 50 epochs, embedding 128).
+7. Inference over a whole video of T sampled frames: loop-pad it to J*S*F frames,
+   J = ceil(T / (S*F)), split it into S blocks of J*F consecutive frames; pass j feeds the
+   j-th run of F frames of every block, so the J passes cover every frame once.
+
+Choices where the paper leaves room (and why):
+
+* Frames are the cache's *sampled* frames: a segment is F consecutive samples.
+* Text features are L2-normalised before recentring, d_c = E_T/||E_T|| - m, because the
+  cache holds L2-normalised image embeddings: text and frames then live on the same sphere
+  (the authors' code recentres raw features of both towers).
+* Training clips: a video of T frames (loop-padded to L = max(T, S*F)) is cut into S blocks
+  of L // S frames; each segment starts at a uniform random offset within its block. Indices
+  wrap around the video (loop padding).
+* An epoch is ceil(max(#anomalous, #normal) / (B/2)) steps; each step draws B/2 anomalous and
+  B/2 normal videos from per-epoch shuffles (the smaller set cycles). ``steps`` overrides the
+  total. The schedule is per step.
+* Masking keeps each segment with probability 0.3 but always keeps at least K of them; one
+  mask serves top-K and bottom-K. Normal clips rank segments by the selector summed over
+  classes (eq. 11 names no class; as in the authors' code).
+* L_N^DIR averages over classes as printed (eq. 10); smoothness squares the differences
+  (eq. 13, see :mod:`vadpipe.heads.anomalyclip.losses`). Per-clip terms are averaged over the
+  clips of the batch. Weight decay applies to every trained tensor, as the paper states.
+* The axial transformer follows the implementation the authors used (lucidrains'
+  ``AxialImageTransformer``; ~10.4 M trainable parameters with the prompts at embedding 256,
+  as the paper counts): learned axial position embeddings; per layer pre-norm multi-head
+  attention along segments and along frames, then two feed-forward blocks of 3x3
+  convolutions over the (segment x frame) grid (4x expansion, LeakyReLU), coupled as a
+  two-stream reversible network (y1 = x1 + f(x2), y2 = x2 + g(y1); output the mean of the
+  streams); the classifier is LayerNorm + Linear. It runs with ordinary autograd (the
+  reversible memory saving is not reproduced). The position embeddings start at
+  N(0, 0.02), not lucidrains' N(0, 1), which drowns the projected unit-norm features: in
+  vadpipe's planted tests that left the temporal model stuck on video-level cues.
+* Training holds the training videos' features in memory (float16).
+
+Saved: :class:`~vadpipe.heads.anomalyclip.net.AnomalyClipNet`'s ``state_dict`` -- the
+prototype, the directions (so scoring needs no text model), the selector's batch-norm
+statistics and the temporal model. The learned context vectors and text projection only
+serve to compute the directions: they are not saved.
+
+Modules: :mod:`.config` (hyper-parameters), :mod:`.net` (the network), :mod:`.losses`
+(eqs. 5-14), :mod:`.train` (clip layouts, schedule, loop), :mod:`.head` (this head).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vadpipe.errors import VadpipeError
+from vadpipe.heads.anomalyclip.config import AnomalyClipConfig
+from vadpipe.heads.anomalyclip.net import AnomalyClipNet
+from vadpipe.heads.anomalyclip.train import inference_clip_indices, train_anomalyclip
+from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.training import load_module_state, module_state, seeded
+
+
+class AnomalyClipHead(Head):
+    name = "anomalyclip"
+    Config = AnomalyClipConfig
+
+    def _fit(self, cache, manifest) -> None:
+        from vadpipe.heads.prompt_learner import PromptLearner
+        from vadpipe.heads.prompts import class_prompt
+        from vadpipe.heads.text import text_encoder_for
+
+        cfg = self.config
+        data = self.training_set(cache, manifest)
+        normal = [e for e in data.entries if e.is_normal]
+        anomalous = [e for e in data.entries if not e.is_normal]
+        if not normal or not anomalous:
+            raise VadpipeError(
+                f"anomalyclip: weak supervision needs normal and anomalous training videos; the manifest "
+                f"has {len(normal)} normal and {len(anomalous)} anomalous (split=train)"
+            )
+        self.class_names_ = tuple(manifest.anomaly_classes)
+        unknown = sorted(set(cfg.class_descriptions) - set(self.class_names_))
+        if unknown:
+            raise VadpipeError(
+                f"anomalyclip: class_descriptions names unknown class(es) {', '.join(unknown)} "
+                f"(the manifest's: {', '.join(self.class_names_)})"
+            )
+        self.class_texts_ = [cfg.class_descriptions.get(c, class_prompt(c)) for c in self.class_names_]
+        class_index = {c: i for i, c in enumerate(self.class_names_)}
+
+        videos = data.videos  # float16 (T D) each, read once
+        if any(len(v.emb) == 0 for v in videos):
+            raise VadpipeError("anomalyclip: a training video has no sampled frames in the cache")
+        normal_feats = [v.emb for e, v in zip(data.entries, videos) if e.is_normal]
+        anomalous_feats = [v.emb for e, v in zip(data.entries, videos) if not e.is_normal]
+        prototype = data.normal_mean()  # eq. 1, (D)
+
+        encoder = text_encoder_for(cache, self.encoder)
+        if encoder.dim != prototype.shape[0]:
+            raise VadpipeError(
+                f"anomalyclip: the text tower of {self.encoder} gives {encoder.dim}-d features, "
+                f"the cache holds {prototype.shape[0]}-d ones"
+            )
+        device = self._device()
+        rng = np.random.default_rng(cfg.seed)
+        with seeded(cfg.seed):
+            prompts = PromptLearner(
+                encoder.model, encoder.tokenizer, self.class_texts_, n_ctx=cfg.n_ctx,
+                shared_context=cfg.shared_context, init_std=cfg.ctx_init_std,
+                train_projection=cfg.finetune_text_projection,
+            ).to(device)
+            net = AnomalyClipNet(prototype.shape[0], len(self.class_names_), cfg)
+            net.prototype.copy_(torch.from_numpy(prototype.astype(np.float32)))
+            net.to(device)
+            history = train_anomalyclip(
+                net, prompts, anomalous_feats, [class_index[e.label] for e in anomalous], normal_feats,
+                cfg, device, rng,
+            )
+        self.net_ = net.eval()
+        self.history_ = history
+        self.train_summary_ = {"class_texts": list(self.class_texts_), "training_steps": len(history),
+                               "final_losses": history[-1]}
+
+    # ------------------------------------------------------------------ scoring
+    def _score_video(self, video) -> Scores:
+        p_a, p_ac = self._score_frames(video.emb)
+        return Scores(video.frame_index, p_a, video.num_frames, class_probs=p_ac, class_names=self.class_names_)
+
+    def _score_frames(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """p_A ``float32[T]`` and p_{A,c} ``float32[T, C]`` of one video's features ``(T D)``."""
+        cfg = self.config
+        T = len(emb)
+        if T == 0:
+            return np.zeros(0, np.float32), np.zeros((0, len(self.class_names_)), np.float32)
+        device = next(self.net_.parameters()).device
+        idx = inference_clip_indices(T, cfg.num_segments, cfg.frames_per_segment)  # (J S F)
+        feats = torch.from_numpy(np.asarray(emb, dtype=np.float32))  # (T D)
+        p_a, p_ac = [], []
+        with torch.inference_mode():
+            for start in range(0, len(idx), self.score_batch_size):
+                chunk = torch.from_numpy(idx[start : start + self.score_batch_size])  # (j S F)
+                sel, logit = self.net_(feats[chunk].to(device))  # (j S F C), (j S F)
+                p = torch.sigmoid(logit)  # (j S F)
+                p_a.append(p.cpu())
+                p_ac.append((p.unsqueeze(-1) * torch.softmax(sel, dim=-1)).cpu())  # (j S F C)
+        # back to frame order: (J S F) -> (S J F) -> flat, the first T entries are frames 0..T-1
+        p_a = torch.cat(p_a).transpose(0, 1).reshape(-1)[:T]  # (T)
+        p_ac = torch.cat(p_ac).transpose(0, 1).reshape(-1, len(self.class_names_))[:T]  # (T C)
+        return p_a.numpy().astype(np.float32), p_ac.numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, np.ndarray]:
+        return module_state(self.net_)
+
+    def _extra_config(self) -> dict:
+        return dict(self.train_summary_)
+
+    @classmethod
+    def _upgrade_v02(cls, meta, state):
+        """0.2 also saved the context vectors and text projection (``prompt.*``, never read) and
+        not the selector's ``num_batches_tracked`` (unused: its momentum is fixed)."""
+        state = {k: v for k, v in state.items() if not k.startswith("prompt.")}
+        state["selector.bn.num_batches_tracked"] = np.zeros((), np.int64)
+        return meta, state
+
+    def _load_state(self, state, extra) -> None:
+        dim, num_classes = state["prototype"].shape[0], state["directions"].shape[0]
+        net = load_module_state(AnomalyClipNet(dim, num_classes, self.config), state)
+        self.net_ = net.to(self._device()).eval()
+        self.class_texts_ = list(extra.get("class_texts", []))
+        self.history_ = []
+        self.train_summary_ = dict(extra)

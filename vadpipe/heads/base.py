@@ -1,0 +1,293 @@
+"""The head interface: the plumbing every head shares, so a head writes only its method.
+
+Every head follows the scikit-learn estimator contract: ``__init__`` stores keyword
+hyper-parameters in a config dataclass (the paper's defaults); ``fit(cache, manifest)``
+learns from the feature cache and returns ``self``; learned state lives in attributes
+ending in ``_``; using an unfitted head raises :class:`NotFittedError`.
+``score_videos(cache, video_ids)`` returns one anomaly score **per sampled frame** (not one
+number, unlike scikit-learn's ``score``) as a :class:`Scores` per video.
+
+What the base class owns:
+
+* **inputs** -- a head declares what it reads (``inputs = ("emb",)`` or ``("emb",
+  "captions")``); the base resolves the cache keys, checks them, and hands each video's
+  inputs to ``_score_video(video)`` as a :class:`~vadpipe.heads.data.Video`. Training reads
+  a :meth:`training_set` (select -> require -> read once).
+* **provenance** -- ``fit`` records the encoder group's recipe (model, weights, dim,
+  preprocessing, sampling); scoring a cache whose group under the same key has another
+  recipe is refused with a message naming the differing field (a temporal head scored at
+  another stride would give silently wrong numbers).
+* **run-time options** -- ``device`` (``auto``: cuda when present) and ``score_batch_size``
+  are given when a head is built or loaded, never saved: a run trained on a GPU scores on a
+  CPU.
+* **saving** -- ``config.json`` (head name, hyper-parameters, encoder key and recipe, class
+  names, fitted metadata, vadpipe version) + ``weights.safetensors`` (the arrays of
+  ``_state()``; for heads built on torch modules, the modules' own ``state_dict``). Nothing
+  is pickled. Run folders of vadpipe 0.2 load too (:mod:`vadpipe.heads.registry` upgrades
+  them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from vadpipe import __version__
+from vadpipe.cache import RECIPE_FIELDS, recipe_difference
+from vadpipe.errors import VadpipeError, json_error, one_line, output_dir
+from vadpipe.heads.data import INPUTS, TrainingSet, Video, read_video, resolve_caption_key
+from vadpipe.scores import Scores
+
+RUNTIME_OPTIONS = ("device", "score_batch_size")  # given at run time, never saved
+
+
+class NotFittedError(VadpipeError):
+    pass
+
+
+class Head:
+    """Base class. Subclasses set ``name``, ``Config`` (a dataclass with defaults), ``inputs``,
+    and implement ``_fit``, ``_score_video``, ``_state`` and ``_load_state``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    inputs: ClassVar[tuple[str, ...]] = ("emb",)
+
+    def __init__(self, encoder: str | None = None, *, device: str = "auto", score_batch_size: int = 16, **params):
+        names = {f.name for f in fields(self.Config)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise VadpipeError(
+                f"head {self.name!r}: unknown parameter(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(names))})"
+            )
+        params = {k: coerce_param(self.name, self.Config, k, v) for k, v in params.items()}
+        try:
+            self.config = self.Config(**params)
+        except (TypeError, ValueError) as exc:
+            raise VadpipeError(f"head {self.name!r}: bad parameter ({one_line(exc)})") from None
+        if not isinstance(device, str) or not device:
+            raise VadpipeError(f"head {self.name!r}: device must be a name (auto, cpu, cuda, cuda:1 ...)")
+        if not isinstance(score_batch_size, int) or score_batch_size < 1:
+            raise VadpipeError(f"head {self.name!r}: score_batch_size must be an integer >= 1")
+        self.device, self.score_batch_size = device, score_batch_size
+        self.encoder = encoder  # the cache encoder key the head reads; set by fit if None
+
+    # ------------------------------------------------------------ public API
+    def fit(self, cache, manifest) -> "Head":
+        """Learn from the training videos of ``manifest`` in ``cache``; returns ``self``."""
+        self.encoder = self._resolve_encoder(cache)
+        recipe = cache.recipe(self.encoder)
+        self.encoder_recipe_ = {k: recipe[k] for k in RECIPE_FIELDS if k in recipe}
+        if "captions" in self.inputs:
+            choice = getattr(self.config, "caption_encoder", "auto")
+            self.caption_key_ = resolve_caption_key(cache, self.encoder, choice, self.name)
+        self.class_names_: tuple[str, ...] = ()
+        self._fit(cache, manifest)
+        self.fitted_ = True
+        return self
+
+    def score_videos(self, cache, video_ids) -> dict[str, Scores]:
+        """Per-sampled-frame anomaly scores of each video (a dict keyed by video id)."""
+        self._check_fitted()
+        if self.encoder not in cache.encoders():
+            raise VadpipeError(
+                f"head {self.name!r} was trained on encoder {self.encoder!r}, but cache "
+                f"{cache.path} has only: {', '.join(cache.encoders()) or 'none'}"
+            )
+        self._check_recipe(cache)
+        sources = self.sources()
+        video_ids = list(video_ids)
+        for key in sources.values():
+            cache.require_videos(key, video_ids)
+        return {vid: self._score_video(read_video(cache, sources, vid)) for vid in video_ids}
+
+    def sources(self) -> dict[str, str]:
+        """The cache key of each input the head reads: ``{"emb": key[, "captions": key]}``."""
+        out = {"emb": self.encoder}
+        if "captions" in self.inputs and getattr(self, "caption_key_", None):
+            out["captions"] = self.caption_key_
+        return out
+
+    def training_set(self, cache, manifest, normal: bool | None = None) -> TrainingSet:
+        """The manifest's training videos with this head's inputs (see :class:`TrainingSet`)."""
+        return TrainingSet(cache, manifest, self.sources(), self.name, normal=normal)
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``config.json`` + ``weights.safetensors`` into ``run_dir``."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        run_dir = output_dir(run_dir)
+        state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        save_file(state, str(run_dir / "weights.safetensors"))
+        meta = {
+            "head": self.name,
+            "config": asdict(self.config),
+            "encoder": self.encoder,
+            "encoder_recipe": self.encoder_recipe_,
+            "class_names": list(self.class_names_),
+            "extra": self._extra_config(),
+            "vadpipe_version": __version__,
+        }
+        (run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return run_dir
+
+    # ------------------------------------------------------------ hooks
+    def _fit(self, cache, manifest) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score_video(self, video: Video) -> Scores:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _load_state(self, state: dict[str, np.ndarray], extra: dict) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _extra_config(self) -> dict:
+        """JSON-able fitted metadata that is not an array (e.g. prompt texts)."""
+        return {}
+
+    @classmethod
+    def _upgrade_v02(cls, meta: dict, state: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        """A vadpipe 0.2 run folder's config and weights in today's form (heads whose saved
+        form changed override this)."""
+        return meta, state
+
+    # ------------------------------------------------------------ helpers
+    def _device(self) -> str:
+        from vadpipe.encoders.device import resolve_device
+
+        return resolve_device(self.device)
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"head {self.name!r} is not fitted yet: call fit() or load a run")
+
+    def _check_recipe(self, cache) -> None:
+        """Refuse a cache whose group under the trained key has another recipe."""
+        trained = getattr(self, "encoder_recipe_", None)
+        if not trained:  # a vadpipe 0.2 run recorded only the key
+            return
+        difference = recipe_difference(cache.recipe(self.encoder), trained)
+        if difference:
+            field, have, want = difference
+            raise VadpipeError(
+                f"head {self.name!r} was trained on {self.encoder!r} with {field}={want!r}, but cache "
+                f"{cache.path} has {field}={have!r} under that key; featurize with the training recipe"
+            )
+
+    def _resolve_encoder(self, cache) -> str:
+        """The image-encoder key the head reads: the one given, or the cache's only one."""
+        from vadpipe.encoders.spec import canonical_key
+
+        images = cache.image_encoders()
+        if self.encoder is None:
+            if len(images) != 1:
+                raise VadpipeError(
+                    f"cache {cache.path} has {len(images)} image encoders ({', '.join(images) or 'none'}); "
+                    "name one with --encoder"
+                )
+            return images[0]
+        key = self.encoder if self.encoder in cache.encoders() else canonical_key(self.encoder)
+        if key not in cache.encoders():
+            raise VadpipeError(
+                f"cache {cache.path} has no encoder {key!r} (it has: {', '.join(cache.encoders()) or 'none'})"
+            )
+        if key not in images:
+            raise VadpipeError(
+                f"{key!r} in {cache.path} is a captioner, not an image encoder; pass the CLIP image encoder "
+                f"it was built on ({cache.recipe(key).get('clip_key')!r}) as --encoder"
+            )
+        return key
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(getattr(cls, "inputs", ())) - set(INPUTS)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.inputs: unknown input(s) {sorted(unknown)} (known: {INPUTS})")
+
+    def __repr__(self) -> str:
+        config = getattr(self, "config", None)  # None while __init__ refuses a parameter
+        params = ", ".join(f"{k}={v!r}" for k, v in asdict(config).items()) if config is not None else ""
+        return f"{type(self).__name__}({params})"
+
+
+def coerce_param(head: str, config_cls, name: str, value):
+    """Check a hyper-parameter against its annotated type (values often come from the CLI
+    as JSON): ints for int fields (2.0 -> 2, 2.5 refused), numbers for floats, true/false for
+    bools, strings, lists, dicts; ``None`` only where the field allows it."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(config_cls).get(name)
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise VadpipeError(f"head {head!r}: parameter {name!r} may not be null")
+    kinds = [typing.get_origin(a) or a for a in allowed if a is not type(None)]
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value)
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (str, list, dict) and isinstance(value, kind):
+            return value
+        if kind is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if kind not in (bool, int, float, str, list, dict, tuple):
+            return value  # a type this check does not know: the config's own checks decide
+    wanted = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
+    raise VadpipeError(f"head {head!r}: parameter {name!r} must be {wanted}, got {value!r}")
+
+
+def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int = 16) -> Head:
+    """Rebuild a saved head from ``run_dir`` (no pickle: JSON + safetensors).
+
+    ``device`` and ``score_batch_size`` are this run's choice, whatever the head was trained
+    with. A run folder of vadpipe 0.2 is upgraded on the way in: run-time options it saved
+    (``device``, ``score_batch_size``) are dropped, ``clipassist`` with ``mode="frame"``
+    becomes ``clipassist-frame``, and weights are renamed to today's module names.
+    """
+    from safetensors.numpy import load_file
+
+    from vadpipe.heads.registry import get_head_class
+
+    run_dir = Path(run_dir)
+    cfg_path, w_path = run_dir / "config.json", run_dir / "weights.safetensors"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise VadpipeError(f"{p}: not found (is {run_dir} a vadpipe run folder?)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise json_error(cfg_path, exc) from None
+    state = load_file(str(w_path))
+    if _version(meta.get("vadpipe_version")) < (0, 3):
+        meta = {**meta, "config": {k: v for k, v in meta.get("config", {}).items() if k not in RUNTIME_OPTIONS}}
+        if meta.get("head") == "clipassist" and meta["config"].get("mode") == "frame":
+            meta["head"] = "clipassist-frame"
+        meta, state = get_head_class(meta.get("head", "?"))._upgrade_v02(meta, state)
+    cls = get_head_class(meta.get("head", "?"))
+    head = cls(encoder=meta.get("encoder"), device=device, score_batch_size=score_batch_size, **meta.get("config", {}))
+    head.class_names_ = tuple(meta.get("class_names", ()))
+    head.encoder_recipe_ = meta.get("encoder_recipe")
+    head._load_state(state, meta.get("extra", {}))
+    head.fitted_ = True
+    return head
+
+
+def _version(text) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(text).split(".")[:2])
+    except ValueError:
+        return (0,)

@@ -1,0 +1,145 @@
+"""``clipassist-frame``: CLIP-assisted detection with situation descriptions, frame mode (Dong 2024, Sec. 3.3).
+
+Weak supervision: video-level labels of the manifest's ``train`` videos (see
+:mod:`.common`). Normal and abnormal descriptions (``dong-situations``: Table 2, plus one
+description per manifest class) are embedded once by the frozen text encoder. Each
+description k has a diagonal A_k (init identity) and a bias b_k (init 0):
+W(f, t_k) = f^T A_k t_k / m + b_k, m = 0.01 (eq. 13); p = softmax over all descriptions;
+anomaly score = the sum over abnormal descriptions (eq. 14); class probability = the sum
+over a class's descriptions. Trained with InfoNCE (eq. 15); an optional majority vote over
+``vote_window`` neighbouring frames. Each frame's explanation is its most probable description.
+
+Choices where the paper is silent or ambiguous:
+
+* weak supervision (the paper does not say how frames of anomalous training videos are
+  labelled): every frame of a normal video is normal; the top-k frames of an anomalous
+  video by the current anomaly score (MIL) are anomalous. In eq. 15 the positive set of a
+  normal frame is the normal descriptions, of an anomalous frame its class's descriptions
+  plus the unclassed abnormal ones; the rest are negatives. Loss weights
+  lambda_j = 1 / (frames counted in that video), so each video weighs the same;
+* majority vote: the score of frame t becomes the fraction of frames in the centred window
+  whose score exceeds ``vote_threshold`` (its majority decision is that fraction > 0.5);
+* a description shared by two classes (RoadAccidents / CarAccident) is kept once per class.
+
+Works with any open_clip text tower, CoCa included. Saved: :class:`FrameModel`'s
+``state_dict`` (description embeddings, A_k, b_k, the owner of each description).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from vadpipe.errors import VadpipeError
+from vadpipe.heads.base import Scores
+from vadpipe.heads.clipassist.common import DescriptionConfig, DescriptionHead, fit_adam
+from vadpipe.heads.clipassist.net import DiagonalSimilarity, info_nce, majority_vote, topk_counts
+from vadpipe.texts import check_template
+
+
+@dataclass
+class ClipAssistFrameConfig(DescriptionConfig):
+    templates: list[str] = field(default_factory=lambda: ["{}"])
+    m: float = 0.01  # the similarity's temperature (eq. 13)
+    vote_window: int = 0  # 0 or 1: no vote; else an odd number of frames
+    vote_threshold: float = 0.5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.m > 0:
+            raise VadpipeError(f"clipassist: m must be > 0, got {self.m}")
+        if self.vote_window < 0 or (self.vote_window > 1 and self.vote_window % 2 == 0):
+            raise VadpipeError(f"clipassist: vote_window must be 0, 1 or odd, got {self.vote_window}")
+        for t in self.templates:
+            check_template(t, where="clipassist: ")
+
+
+class FrameModel(nn.Module):
+    """A fitted ``clipassist-frame``: eq. 13's similarity and the owner of each description
+    (-1 normal, 0 unclassed abnormal, c >= 1 anomaly class c)."""
+
+    def __init__(self, sim: DiagonalSimilarity, owner: torch.Tensor):
+        super().__init__()
+        self.sim = sim
+        self.register_buffer("owner", owner)  # (N) int64
+
+
+class ClipAssistFrameHead(DescriptionHead):
+    name = "clipassist-frame"
+    Config = ClipAssistFrameConfig
+    mode = "frame"
+    default_descriptions = "dong-situations"
+
+    def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
+        from vadpipe.heads.text import embed_prompts
+
+        cfg = self.config
+        # descriptions: normal, unclassed abnormal, then each class's; one entry per (text, owner),
+        # so two classes sharing a description (RoadAccidents / CarAccident) each keep it
+        entries = dict.fromkeys((t, -1) for t in pset.normal)  # -1 normal, 0 unclassed abnormal, c >= 1 class c
+        entries.update(dict.fromkeys((t, 0) for t in pset.anomaly if (t, -1) not in entries))
+        for c, texts in enumerate(per_class, start=1):
+            if not texts:
+                raise VadpipeError(f"clipassist: class {self.class_names_[c - 1]!r} has no description")
+            entries.update(dict.fromkeys((t, c) for t in texts))
+        if not any(o == -1 for _, o in entries):
+            raise VadpipeError(f"{pset.path}: clipassist-frame needs 'normal' descriptions")
+        self.texts_ = [t for t, _ in entries]
+        owner = torch.tensor([o for _, o in entries], dtype=torch.int64)  # (N)
+        text = torch.from_numpy(embed_prompts(encoder, self.texts_, tuple(cfg.templates)))  # (N D)
+        sim = DiagonalSimilarity(text, cfg.m).to(device)
+        owner_t = owner.to(device)
+
+        def batch_loss(idx):
+            loss = 0.0
+            for i in idx.tolist():
+                logits = sim(torch.from_numpy(videos[i]).to(device, torch.float32))  # (T N)
+                loss = loss + self._video_loss(logits, int(labels[i]), owner_t)
+            return loss / len(idx)
+
+        self.final_loss_ = fit_adam(list(sim.parameters()), batch_loss, len(videos), cfg, generator)
+        self.model_ = FrameModel(sim.cpu(), owner)
+
+    def _video_loss(self, logits: torch.Tensor, label: int, owner: torch.Tensor) -> torch.Tensor:
+        """Eq. 15 on one weakly labelled video: all its frames if normal, its top-k if anomalous."""
+        T = logits.shape[0]
+        if label == 0:
+            positive = (owner == -1)[None].expand(T, -1)  # (T N)
+            return info_nce(logits, positive, torch.full((T,), 1.0 / T, device=logits.device))
+        with torch.no_grad():
+            score = logits.softmax(dim=-1)[:, owner >= 0].sum(dim=-1)  # (T)
+        k = int(topk_counts(torch.ones(1, T, dtype=torch.bool), self.config.topk)[0])
+        top = score.topk(k).indices  # (k)
+        positive = ((owner == 0) | (owner == label))[None].expand(k, -1)  # (k N)
+        return info_nce(logits[top], positive, torch.full((k,), 1.0 / k, device=logits.device))
+
+    @property
+    def sim_(self) -> DiagonalSimilarity:
+        return self.model_.sim
+
+    @property
+    def desc_owner_(self) -> np.ndarray:
+        return self.model_.owner.numpy()
+
+    def _score_video(self, video) -> Scores:
+        f = video.emb.astype(np.float32)  # (T D)
+        with torch.no_grad():
+            probs = self.model_.sim(torch.from_numpy(f)).softmax(dim=-1).numpy()  # (T N), one column per text
+        owner, cfg = self.desc_owner_, self.config
+        score = majority_vote(probs[:, owner >= 0].sum(axis=1), cfg.vote_window, cfg.vote_threshold)
+        class_probs = np.stack([probs[:, owner == c].sum(axis=1) for c in range(1, len(self.class_names_) + 1)], 1)
+        return self._scores(video, score, class_probs, probs)
+
+    @classmethod
+    def _upgrade_v02(cls, meta, state):
+        """0.2 saved ``text_emb``, ``a``, ``b`` and ``desc_owner``."""
+        meta, state = super()._upgrade_v02(meta, state)
+        names = {"text_emb": "sim.text", "a": "sim.a", "b": "sim.b", "desc_owner": "owner"}
+        return meta, {names[k]: v for k, v in state.items()}
+
+    def _new_model(self, state) -> FrameModel:
+        text = torch.from_numpy(np.asarray(state["sim.text"], np.float32))
+        return FrameModel(DiagonalSimilarity(text, self.config.m), torch.zeros(len(text), dtype=torch.int64))

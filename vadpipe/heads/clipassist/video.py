@@ -1,0 +1,152 @@
+"""``clipassist``: CLIP-assisted detection with class descriptions, video mode (Dong 2024, Sec. 3.2).
+
+Weak supervision: video-level labels of the manifest's ``train`` videos (see
+:mod:`.common`). Each class (``normal`` first, then the anomaly classes) has a description
+(``dong-categories``: Table 1 style) preceded by ``n_ctx`` = 16 class-specific learnable
+context vectors, through the frozen text encoder (CoOp;
+:class:`~vadpipe.heads.prompt_learner.PromptLearner`), giving class embeddings t_k (eq. 4).
+Frames go through a *local transformer* (windows of ``window`` = 16 frames, ``layers`` = 1,
+a learnable class token and position embeddings, eq. 5) and a *global temporal adapter*, a
+lightweight GCN (eqs. 7-9)::
+
+    f_g = ReLU([softmax(M_sim) f_l W_sim ; softmax(M_dis) f_l W_dis]),
+    M_sim(i, j) = cos(f_l_i, f_l_j),  softmax(M_dis)(i, j) ∝ exp(-|i - j| / sigma)
+
+The alignment map M(t, k) = cos(f_t, t_k); a class's similarity to the video is the mean
+of its top-k frames; p = softmax(s / tau), tau = 0.07 (eq. 10); the loss is the cross
+entropy of p with the video label plus lambda * sum_k max(0, cos(t_normal, t_k)) (eqs.
+11-12). Frame scores come from the same map: p_t = softmax(M_t / tau), anomaly score
+1 - p_t(normal), class probabilities p_t(k).
+
+Paper defaults: context 16, window 16, 1 layer (Table 8), sigma 1, tau 0.07,
+lambda 0.1 (printed "1 x 10 1", read as 1e-1 like the learning rate's "1 x 10 5" = 1e-5),
+Adam, batch 64, lr 1e-5. Choices where the paper is silent or ambiguous:
+
+* eq. 7 ``[softmax(M_sim); softmax(M_dis)] f W`` is read as Wu et al. 2020's two graph
+  convolutions concatenated along features (W_sim, W_dis: D -> D/2 each), followed by an
+  output projection and a residual, f = f_l + W_out f_g, so the adapter returns D dims;
+* eq. 9 prints M_dis = -|i - j| / sigma inside the softmax of eq. 7, which is exactly the
+  row-normalised exp(-|i - j| / sigma) of Wu et al.; padded frames are masked out;
+* the transformer's attention/MLP output projections and W_out start at zero, so the
+  temporal module starts as the identity and training starts from CLIP's zero-shot
+  alignment; frames enter the transformer scaled by sqrt(D) (unit scale per dimension);
+  the class token takes part in each window's attention, its output is not used;
+* a class with several descriptions gets one text: them joined with ", ";
+* at scoring a video longer than ``max_frames`` is cut into chunks of ``max_frames``, each
+  its own graph (as VadCLIP).
+
+Needs a CLIP-style text tower (CoOp): open_clip CLIP and CoCa towers both work. Saved:
+the temporal module and the class text embeddings (:class:`VideoModel`'s ``state_dict``);
+the context vectors only serve to compute those embeddings and are not saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vadpipe.errors import VadpipeError
+from vadpipe.heads.base import Scores
+from vadpipe.heads.clipassist.common import DescriptionConfig, DescriptionHead, fit_adam, pad_batch
+from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, video_loss
+
+
+@dataclass
+class ClipAssistConfig(DescriptionConfig):
+    n_ctx: int = 16  # learnable context vectors per class (CoOp)
+    window: int = 16  # frames per local-transformer window
+    layers: int = 1  # local transformer layers
+    dropout: float = 0.0
+    sigma: float = 1.0  # range of the GCN's distance adjacency, in frames (eq. 9)
+    tau: float = 0.07  # softmax temperature of the class similarities (eq. 10)
+    lam: float = 0.1  # lambda: weight of the normal-vs-abnormal text contrast (eq. 12)
+    gcn: bool = True  # the global temporal adapter (False: local transformer only)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("sigma", "tau"):
+            if not getattr(self, name) > 0:
+                raise VadpipeError(f"clipassist: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("n_ctx", "window", "layers"):
+            if getattr(self, name) < 1:
+                raise VadpipeError(f"clipassist: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lam < 0 or not 0 <= self.dropout < 1:
+            raise VadpipeError("clipassist: lam must be >= 0, dropout in [0, 1)")
+
+
+class VideoModel(nn.Module):
+    """A fitted ``clipassist``: the temporal module and one text embedding per class (normal first)."""
+
+    def __init__(self, temporal: TemporalModule, text: torch.Tensor):
+        super().__init__()
+        self.temporal = temporal
+        self.register_buffer("text", text)  # (C+1 D), unit rows
+
+    def class_probs(self, f: np.ndarray, max_frames: int, tau: float) -> np.ndarray:
+        """softmax(M_t / tau) per frame ``(T C+1)``, the video cut into chunks of ``max_frames``."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(f), max_frames):
+                x = torch.from_numpy(f[start : start + max_frames])[None]  # (1 T D)
+                valid = torch.ones(x.shape[:2], dtype=torch.bool)  # (1 T)
+                align = alignment_map(self.temporal(x, valid), self.text)[0]  # (T C+1)
+                out.append((align / tau).softmax(dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.text)), np.float32)
+
+
+class ClipAssistHead(DescriptionHead):
+    name = "clipassist"
+    Config = ClipAssistConfig
+    mode = "video"
+    default_descriptions = "dong-categories"
+
+    def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
+        from vadpipe.heads.prompt_learner import PromptLearner
+
+        cfg = self.config
+        if not pset.normal:
+            raise VadpipeError(f"{pset.path}: clipassist needs a 'normal' description")
+        self.texts_ = [", ".join(pset.normal)] + [", ".join(t) for t in per_class]
+        prompts = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx).to(device)
+        net = TemporalModule(encoder.dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn).to(device)
+        net.train()
+        prompts.train()
+
+        def batch_loss(idx):
+            x, valid = pad_batch([videos[i] for i in idx], device)  # (B T D), (B T)
+            text = prompts()  # (C D)
+            align = alignment_map(net(x, valid), text)  # (B T C)
+            return video_loss(align, valid, labels[idx].to(device), text, cfg.tau, cfg.lam, cfg.topk)
+
+        params = [p for p in [*net.parameters(), *prompts.parameters()] if p.requires_grad]
+        self.final_loss_ = fit_adam(params, batch_loss, len(videos), cfg, generator)
+        net.eval()
+        with torch.no_grad():
+            text = F.normalize(prompts(), dim=-1).cpu()  # (C D)
+        self.model_ = VideoModel(net.cpu(), text).eval()
+
+    @property
+    def net_(self) -> TemporalModule:
+        return self.model_.temporal
+
+    def _score_video(self, video) -> Scores:
+        f = video.emb.astype(np.float32)  # (T D)
+        probs = self.model_.class_probs(f, self.config.max_frames, self.config.tau)  # (T C+1), normal first
+        return self._scores(video, 1.0 - probs[:, 0], probs[:, 1:], probs)
+
+    @classmethod
+    def _upgrade_v02(cls, meta, state):
+        """0.2 saved ``net.*``, ``text_emb`` and the never-read ``ctx``."""
+        meta, state = super()._upgrade_v02(meta, state)
+        renamed = {("temporal." + k[4:] if k.startswith("net.") else k): v for k, v in state.items() if k != "ctx"}
+        renamed["text"] = renamed.pop("text_emb")
+        return meta, renamed
+
+    def _new_model(self, state) -> VideoModel:
+        cfg = self.config
+        text = torch.zeros(state["text"].shape)
+        return VideoModel(TemporalModule(text.shape[1], cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn), text)

@@ -1,0 +1,159 @@
+"""CoOp prompt learning (Zhou et al. 2022) on a frozen open_clip text tower.
+
+A prompt for class c is ``[SOS] ctx_1 ... ctx_n <class text tokens> . [EOT]``: the ``n``
+context vectors are learned (class-specific by default, or one set shared by all classes),
+initialised N(0, 0.02); the class text's token embeddings are fixed buffers. The prompt runs
+through the text transformer of the same open_clip model that embedded the frames (batch
+first, causal ``attn_mask`` passed explicitly), then ``ln_final``, the feature at the
+end-of-text token (the tower's own pooling: ``argmax`` of the token ids for CLIP; CoCa's
+appended CLS token) and the final text projection. Only the context vectors learn, plus the text projection when
+``train_projection`` (AnomalyCLIP's best row, Table 7).
+
+The tower is deep-copied and frozen, so the shared encoder object that other code holds is
+never modified and no gradient is computed for its weights. Heads store the resulting text
+features (not the context), so scoring needs no text model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from vadpipe.errors import VadpipeError
+
+CTX_PLACEHOLDER = "X"
+
+
+def _text_tower(clip_model) -> dict:
+    """The parts of an open_clip text tower: a ``CLIP``'s, or the ``TextTransformer`` of a
+    ``CustomTextCLIP`` or ``CoCa`` (whose CLS / padding mask open_clip builds from token ids)."""
+    tower = getattr(clip_model, "text", None)
+    if tower is not None and hasattr(tower, "token_embedding"):
+        pool_type, eos_id = tower.pool_type, getattr(tower, "eos_id", None)
+        cls_emb = getattr(tower, "cls_emb", None)
+        extra_mask = None
+        if cls_emb is not None or getattr(tower, "use_pad_mask", False):
+            extra_mask = getattr(tower, "_build_additive_mask", None)
+            if extra_mask is None:
+                raise VadpipeError(
+                    "CoOp prompt learning on a CoCa-style text tower needs open_clip's "
+                    "TextTransformer._build_additive_mask, which this open_clip version lacks"
+                )
+    elif hasattr(clip_model, "token_embedding"):
+        tower = clip_model
+        pool_type, eos_id = clip_model.text_pool_type, getattr(clip_model, "text_eos_id", None)
+        cls_emb = extra_mask = None
+    else:
+        raise VadpipeError(
+            f"CoOp prompt learning needs an open_clip text transformer; {type(clip_model).__name__} "
+            "has none (a Hugging Face text tower?)"
+        )
+    return {
+        "token_embedding": tower.token_embedding,
+        "positional_embedding": tower.positional_embedding,
+        "transformer": tower.transformer,
+        "ln_final": tower.ln_final,
+        "text_projection": tower.text_projection,
+        "attn_mask": getattr(tower, "attn_mask", None),
+        "pool_type": pool_type,
+        "eos_id": eos_id,
+        "cls_emb": cls_emb,  # CoCa: a learned token appended after the text, pooled last
+        "additive_mask": extra_mask,  # padding / CLS mask builder (token ids -> mask)
+    }
+
+
+class PromptLearner(nn.Module):
+    """Learned prompts -> text features ``(n_cls, embed_dim)`` (not normalised).
+
+    ``texts`` are the class texts (a bare class name or a user description per class);
+    ``tokenizer`` is the model's own open_clip tokenizer.
+    """
+
+    def __init__(
+        self,
+        clip_model,
+        tokenizer,
+        texts: list[str],
+        n_ctx: int = 8,
+        shared_context: bool = False,
+        init_std: float = 0.02,
+        train_projection: bool = False,
+    ):
+        super().__init__()
+        if not texts:
+            raise VadpipeError("prompt learner: no class texts given")
+        if n_ctx < 1:
+            raise VadpipeError(f"prompt learner: n_ctx must be >= 1, got {n_ctx}")
+        parts = _text_tower(clip_model)
+        placeholder = " ".join([CTX_PLACEHOLDER] * n_ctx)
+        tokens = tokenizer([f"{placeholder} {t}." for t in texts])  # (C L)
+        with torch.no_grad():
+            emb = parts["token_embedding"](tokens).float()  # (C L W)
+        width = emb.shape[-1]
+        self.n_cls, self.n_ctx, self.shared_context = len(texts), n_ctx, shared_context
+        self.pool_type, self.eos_id = parts["pool_type"], parts["eos_id"]
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("token_prefix", emb[:, :1].clone(), persistent=False)  # SOS, (C 1 W)
+        self.register_buffer("token_suffix", emb[:, 1 + n_ctx :].clone(), persistent=False)  # class, '.', EOT
+        ctx = torch.empty((n_ctx, width) if shared_context else (self.n_cls, n_ctx, width))
+        nn.init.normal_(ctx, std=init_std)
+        self.ctx = nn.Parameter(ctx)  # (C n W) or (n W)
+
+        self.transformer = copy.deepcopy(parts["transformer"]).float().requires_grad_(False)
+        self.ln_final = copy.deepcopy(parts["ln_final"]).float().requires_grad_(False)
+        pos = parts["positional_embedding"].detach().float().clone()
+        self.register_buffer("positional_embedding", pos, persistent=False)  # (L W)
+        cls_emb = parts["cls_emb"]
+        cls_emb = None if cls_emb is None else cls_emb.detach().float().clone()
+        self.register_buffer("cls_emb", cls_emb, persistent=False)  # (W) or None
+        seq_len = tokens.shape[1] + (cls_emb is not None)
+        mask = parts["attn_mask"]
+        if mask is not None:
+            mask = mask.detach()[:seq_len, :seq_len].clone()  # (L L)
+        if parts["additive_mask"] is not None:  # depends on the token ids only: build it once
+            with torch.no_grad():
+                extra = parts["additive_mask"](tokens, seq_len, torch.float32)  # (C*heads L L)
+            mask = extra if mask is None else mask.unsqueeze(0) + extra
+        self.register_buffer("attn_mask", mask, persistent=False)
+        proj = parts["text_projection"]
+        if proj is None:
+            raise VadpipeError("prompt learner: this text tower has no text projection")
+        if isinstance(proj, nn.Linear):
+            weight, bias = proj.weight.detach().t(), proj.bias
+        else:
+            weight, bias = proj.detach(), None
+        self.text_projection = nn.Parameter(weight.float().clone(), requires_grad=train_projection)  # (W E)
+        self.register_buffer(
+            "text_projection_bias", None if bias is None else bias.detach().float().clone(), persistent=False
+        )
+        self.transformer.eval()
+        self.ln_final.eval()
+
+    def train(self, mode: bool = True) -> "PromptLearner":
+        super().train(mode)
+        self.transformer.eval()  # the frozen tower never runs in training mode (dropout etc.)
+        self.ln_final.eval()
+        return self
+
+    def forward(self) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)  # (C n W)
+        x = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)  # (C L W)
+        if self.cls_emb is not None:
+            x = torch.cat([x, self.cls_emb.view(1, 1, -1).expand(x.shape[0], 1, -1)], dim=1)  # (C L+1 W)
+        x = x + self.positional_embedding[: x.shape[1]]  # (C L W)
+        x = self.transformer(x, attn_mask=self.attn_mask)  # (C L W), batch first
+        if self.cls_emb is not None:  # CoCa: the appended CLS token, normalised after pooling
+            x = self.ln_final(x[:, -1])  # (C W)
+        else:
+            x = self.ln_final(x)  # (C L W)
+            x = text_global_pool(x, self.tokens, self.pool_type, eos_token_id=self.eos_id)  # (C W)
+        x = x @ self.text_projection  # (C E)
+        if self.text_projection_bias is not None:
+            x = x + self.text_projection_bias
+        return x

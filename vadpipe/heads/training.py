@@ -1,0 +1,87 @@
+"""The small training toolkit every head's loop uses (nanoGPT-sized pieces).
+
+* :func:`seeded` -- a seeded torch RNG for a head's initialisation and loop, forked so the
+  caller's RNG state is untouched;
+* :func:`warmup_cosine` -- linear warm-up, then cosine decay to zero (nanoGPT's ``get_lr``);
+* :func:`decay_groups` -- AdamW parameter groups: weight decay on matrices only (nanoGPT),
+  or on every tensor where a paper says so, with named groups of their own (S4D's step and
+  decay parameters);
+* :func:`l2_normalize` -- rows to unit length;
+* :func:`module_state` / :func:`load_module_state` -- a module's ``state_dict`` as the
+  arrays a run folder saves, and back (strict: a missing or extra tensor is an error).
+
+Each loop stays visible in its head; these make the differences between loops deliberate.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable
+
+import numpy as np
+
+
+@contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU RNG seeded to ``seed``, restoring the caller's state after."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """The learning-rate factor at ``step`` of ``total``: ``(step + 1) / warmup`` over the first
+    ``warmup`` steps, then a cosine from 1 down to 0 over the rest."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def decay_groups(named_parameters, lr: float, weight_decay: float, decay_all: bool = False,
+                 own: tuple[tuple[Callable[[str], bool], dict], ...] = ()) -> list[dict]:
+    """AdamW groups of the trainable parameters.
+
+    ``own``: ``(takes(name), settings)`` pairs; a parameter whose name ``takes`` goes to a
+    group of its own with ``settings`` (e.g. ``{"lr": 1e-3, "weight_decay": 0.0}``), first.
+    The rest: one group decayed by ``weight_decay`` -- matrices only (``dim >= 2``, nanoGPT's
+    rule: no decay on biases, norms and scales), or every tensor with ``decay_all`` -- and
+    one undecayed group.
+    """
+    special: list[list] = [[] for _ in own]
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad:
+            continue
+        for i, (takes, _) in enumerate(own):
+            if takes(name):
+                special[i].append(p)
+                break
+        else:
+            (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": params, **settings} for params, (_, settings) in zip(special, own)]
+    groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay})
+    if not decay_all:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Rows (along ``axis``) scaled to unit length; zero rows stay zero."""
+    return x / np.linalg.norm(x, axis=axis, keepdims=True).clip(1e-12)
+
+
+def module_state(module) -> dict[str, np.ndarray]:
+    """A module's ``state_dict`` as CPU numpy arrays, under the module's own names."""
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def load_module_state(module, state: dict[str, np.ndarray]):
+    """Load arrays saved by :func:`module_state` into ``module`` (strict); returns the module."""
+    import torch
+
+    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True)
+    return module
