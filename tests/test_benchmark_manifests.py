@@ -104,13 +104,16 @@ def test_ucf_crime_split_labels_and_intervals():
 
 def test_ucf_crime_end_conventions():
     exclusive, inclusive = build("ucf_crime"), build("ucf_crime", end="inclusive")
-    # Abuse028_x264: "165 240" -> VadCLIP gt[165:240] / 1-based frames 165..240
+    # Abuse028_x264: "165 240" -> VadCLIP gt[165:240]; RTFM range(165, 241), LAVAD 165 <= f <= 240
     assert exclusive["Abuse028_x264"].frame_labels(300).nonzero()[0][[0, -1]].tolist() == [165, 239]
-    assert inclusive["Abuse028_x264"].frame_labels(300).nonzero()[0][[0, -1]].tolist() == [164, 239]
+    assert inclusive["Abuse028_x264"].frame_labels(300).nonzero()[0][[0, -1]].tolist() == [165, 240]
     for a, b in zip(exclusive.select("test"), inclusive.select("test"), strict=True):
-        assert [(iv.start - 1, iv.end) for iv in a.intervals] == [
+        assert [(iv.start, iv.end + 1) for iv in a.intervals] == [
             (iv.start, iv.end) for iv in b.intervals
         ]
+    assert (exclusive.meta["end_offset"], inclusive.meta["end_offset"]) == (0, 1)
+    assert sum(iv.end - iv.start for e in inclusive for iv in e.intervals) - sum(
+        iv.end - iv.start for e in exclusive for iv in e.intervals) == 156
     with pytest.raises(VadpipeError, match="end must be one of"):
         build("ucf_crime", end="closed")
 

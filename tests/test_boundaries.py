@@ -57,3 +57,69 @@ def test_cache_import_reads_the_dimension_without_torch(tmp_path):
             f"load_manifest({str(tmp_path / 'm.csv')!r}))\nassert s.failed and 'dim 64 != 512' in s.failed[0]['reason']")
     loaded = loaded_after(code)
     assert "torch" not in loaded and "open_clip" not in loaded
+
+
+# the parts of the house, bottom up: a module imports only its own part and the parts above
+# it in this list (the README's layout table); the app layer may import anything
+LAYERS = [
+    ("leaves", ["vadpipe/__init__.py", "vadpipe/errors.py", "vadpipe/texts.py", "vadpipe/vectors.py",
+                "vadpipe/_faults.py"]),
+    ("encoders", ["vadpipe/encoders/"]),
+    ("data_manifests", ["vadpipe/data_manifests/"]),
+    ("cache", ["vadpipe/cache/"]),
+    ("scores", ["vadpipe/scores.py"]),
+    ("featurize", ["vadpipe/featurize/"]),
+    ("heads", ["vadpipe/heads/"]),
+    ("evaluate", ["vadpipe/evaluate/"]),
+    ("app", ["vadpipe/cache/tools.py", "vadpipe/runs.py", "vadpipe/distribute/", "vadpipe/cli/", "vadpipe/demo.py",
+             "vadpipe/synth.py", "vadpipe/models/"]),
+]
+
+
+def layer_of(path: str) -> int:
+    """The index in LAYERS of a file or module path (the most specific entry wins)."""
+    best, depth = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (path == prefix or (prefix.endswith("/") and path.startswith(prefix))) and len(prefix) > depth:
+                best, depth = i, len(prefix)
+    assert best is not None, f"{path} is in no layer of LAYERS"
+    return best
+
+
+def test_every_module_imports_only_its_own_layer_and_those_below():
+    import ast
+
+    def module_file(name: str) -> str:
+        rel = name.replace(".", "/")
+        return f"{rel}.py" if (REPO / f"{rel}.py").exists() else f"{rel}/__init__.py"
+
+    problems = []
+    for file in sorted((REPO / "vadpipe").rglob("*.py")):
+        rel = str(file.relative_to(REPO))
+        mine = layer_of(rel)
+        if LAYERS[mine][0] == "app":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):  # top-level and lazy imports alike
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                if name.split(".")[0] == "vadpipe" and name != "vadpipe":
+                    theirs = layer_of(module_file(name))
+                    if theirs > mine:
+                        problems.append(f"{rel} ({LAYERS[mine][0]}) imports {name} ({LAYERS[theirs][0]})")
+    assert not problems, "\n".join(problems)
+
+
+def test_vadpipe_models_is_kept_for_one_release():
+    code = ("import warnings, importlib.util\nwarnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import vadpipe.models\nexcept DeprecationWarning:\n    pass\nelse:\n    raise SystemExit('no warning')\n"
+            "warnings.simplefilter('ignore')\nimport vadpipe.models\n"
+            "from vadpipe.models import get_head, load_head, list_heads\n"
+            "from vadpipe.models.base import Head, Scores, register_head\n"  # what a 0.2 head imported
+            "import vadpipe.models.zeroshot as old, vadpipe.heads.zeroshot as new\nassert old is new\n"
+            "from vadpipe.models.anomalyclip import AnomalyClipNet\nfrom vadpipe.models import anomalyclip_losses\n"
+            "from vadpipe.models.runs import score_run\n"
+            "assert importlib.util.find_spec('vadpipe.heads.zeroshot').name == 'vadpipe.heads.zeroshot'\n"
+            "assert get_head('prototype').name == 'prototype'")
+    loaded_after(code)

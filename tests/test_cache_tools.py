@@ -43,7 +43,8 @@ def test_hdf5_scalar_attributes_are_native(synth, tmp_path):
     featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32"))
     vid = synth.ids()[0]
     with h5py.File(h5, "r") as f:
-        assert f.attrs["schema_version"] == 1
+        assert f.attrs["schema_version"] == 2  # vadpipe 0.2 wrote 1: everything in the JSON string
+        assert json.loads(f.attrs["vadpipe_attrs"])["schema_version"] == 2  # what 0.2 reads, to refuse it
         assert f[TINY_KEY].attrs["dim"] == 64 and f[TINY_KEY].attrs["model"] == "vadpipe-tiny"
         group = f[f"{TINY_KEY}/{vid}"].attrs
         assert group["done"] is True or group["done"] == np.True_
@@ -67,6 +68,7 @@ def test_hdf5_cache_of_vadpipe_0_2_reads_and_extends(synth, tmp_path):
         for node in [f, f[TINY_KEY], f[f"{TINY_KEY}/{synth.ids()[0]}"]]:
             merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in node.attrs.items() if k != "vadpipe_attrs"}
             merged.update(json.loads(node.attrs["vadpipe_attrs"]))
+            merged.update({"schema_version": 1} if "schema_version" in merged else {})
             for k in list(node.attrs):
                 del node.attrs[k]
             node.attrs["vadpipe_attrs"] = json.dumps(merged)
@@ -75,6 +77,12 @@ def test_hdf5_cache_of_vadpipe_0_2_reads_and_extends(synth, tmp_path):
     summary = featurize(synth, h5, FeaturizeConfig(encoder=TINY, sampling=Sampling(4), precision="fp32"))
     assert summary.skipped == synth.ids()[:1] and len(summary.done) == len(synth) - 1
     assert FeatureCache(h5).video_attrs(TINY_KEY, synth.ids()[0]) == before
+    with h5py.File(h5, "r") as f:  # extended with native attributes: marked so 0.2 refuses it
+        assert f.attrs["schema_version"] == 2 and json.loads(f.attrs["vadpipe_attrs"])["schema_version"] == 2
+    with h5py.File(h5, "a") as f:
+        f.attrs["schema_version"] = 3
+    with pytest.raises(VadpipeError, match="cache schema version 3, this vadpipe reads 1, 2"):
+        FeatureCache(h5)
 
 
 def test_hdf5_shards_then_merge(synth, zarr_cache, tmp_path):

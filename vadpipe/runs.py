@@ -66,7 +66,7 @@ def score_run(
     redefine_threshold: float = DEFAULT_THRESHOLD,
     redefine_strength: float = DEFAULT_STRENGTH,
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int | None = None,
 ) -> ScoreSummary:
     """Score the ``split`` videos with the head saved in ``run_dir``; write a scores store.
 
@@ -74,7 +74,8 @@ def score_run(
     (:func:`vadpipe.heads.redefine.redefine`, Gao et al. eq. 10; ``redefine_strength`` is both
     gamma and theta) and the phrases, threshold and number of frames moved are recorded in
     the store's ``redefinition`` attribute. ``device`` and ``batch_size`` (inference
-    batches, for heads that batch) are this run's choice, whatever the head was trained with.
+    batches, for heads that batch; default 16) are this run's choice, whatever the head was
+    trained with.
 
     With ``skip_missing``, videos not done in the cache (e.g. failed to decode) are skipped
     and listed in the summary instead of stopping the run.

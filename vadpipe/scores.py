@@ -6,8 +6,12 @@ Layout::
                            encoder, cache, class_names, explanation_vocab
     /<video_id>/    attrs: num_frames, done (last)
         frame_index int64[T]      sampled source frames
-        score       float32[T]    anomaly score per sampled frame
-        class_probs float32[T, C] per-class probabilities (heads that recognise classes)
+        score       float64[T]    anomaly score per sampled frame
+        class_probs float64[T, C] per-class probabilities (heads that recognise classes)
+
+Scores are stored in float64, whatever precision a head computes in, so scores a user
+brings (peers' float64 outputs: PSNRs, LAVAD's JSON) keep every distinct value; a float32
+store would turn close values into ties and move an AUC (by 3.8e-5 in a constructed case).
         explanation int32[T]      index into explanation_vocab (heads that explain)
 """
 
@@ -29,9 +33,9 @@ class Scores:
     """One video's scores: per sampled frame, plus per-class probabilities if any."""
 
     frame_index: np.ndarray  # int64[T] source frame of each sample
-    score: np.ndarray  # float32[T] anomaly score (higher = more anomalous)
+    score: np.ndarray  # float[T] anomaly score (higher = more anomalous); heads give float32
     num_frames: int  # decoded length of the video
-    class_probs: np.ndarray | None = None  # float32[T, C]
+    class_probs: np.ndarray | None = None  # float[T, C]
     class_names: tuple[str, ...] = ()
     explanation: np.ndarray | None = None  # object[T]: best-matching prompt, where a head has one
 
@@ -64,9 +68,9 @@ def write_scores(path: str | Path, scores: dict[str, Scores], meta: dict) -> Pat
         g.attrs.update({"num_frames": int(s.num_frames), "done": False})
         T = max(len(s.frame_index), 1)
         g.create_array("frame_index", data=np.asarray(s.frame_index, np.int64), chunks=(T,))
-        g.create_array("score", data=np.asarray(s.score, np.float32), chunks=(T,))
+        g.create_array("score", data=np.asarray(s.score, np.float64), chunks=(T,))
         if s.class_probs is not None:
-            g.create_array("class_probs", data=np.asarray(s.class_probs, np.float32), chunks=(T, s.class_probs.shape[1]))
+            g.create_array("class_probs", data=np.asarray(s.class_probs, np.float64), chunks=(T, s.class_probs.shape[1]))
             class_names = tuple(s.class_names)
         if s.explanation is not None:
             idx = np.array([vocab.setdefault(str(e), len(vocab)) for e in s.explanation], np.int32)
@@ -89,7 +93,13 @@ def write_scores(path: str | Path, scores: dict[str, Scores], meta: dict) -> Pat
 
 
 class ScoresStore:
-    """Read access to a scores store."""
+    """Read access to a scores store.
+
+    Each video's arrays are read straight from their files by the cache's fast reader
+    (:mod:`vadpipe.cache.zarr_fast`: uncompressed single-chunk Zarr v3 arrays, no zarr
+    machinery per array), the zarr API for anything else -- a whole benchmark's scores load
+    in a fraction of a second.
+    """
 
     def __init__(self, path: str | Path):
         import zarr
@@ -110,15 +120,44 @@ class ScoresStore:
         return sorted(v for v in self.root.group_keys() if self.root[v].attrs.get("done"))
 
     def read(self, video_id: str) -> Scores:
-        if video_id not in self.root:
+        from vadpipe.cache.zarr_fast import read_group_files
+
+        group = read_group_files(str(self.path / video_id)) if "/" not in video_id else None
+        if group is None:
             raise VadpipeError(f"{self.path}: no scores for video {video_id!r}")
-        g = self.root[video_id]
+        attrs, arrays = group
+        arrays = {k: v if v is not None else self.root[video_id][k][:] for k, v in arrays.items()}
         vocab = self.meta.get("explanation_vocab", [])
         return Scores(
-            frame_index=g["frame_index"][:],
-            score=g["score"][:],
-            num_frames=int(g.attrs["num_frames"]),
-            class_probs=g["class_probs"][:] if "class_probs" in g else None,
+            frame_index=arrays["frame_index"],
+            score=arrays["score"],
+            num_frames=int(attrs["num_frames"]),
+            class_probs=arrays.get("class_probs"),
             class_names=self.class_names,
-            explanation=np.array(vocab, dtype=object)[g["explanation"][:]] if "explanation" in g else None,
+            explanation=np.array(vocab, dtype=object)[arrays["explanation"]] if "explanation" in arrays else None,
         )
+
+
+class InMemoryScores:
+    """Scores held in Python (``{video_id: Scores}``) with the reading interface of a
+    :class:`ScoresStore`: ``vadpipe.evaluate.evaluate`` takes either."""
+
+    def __init__(self, scores: dict[str, Scores], meta: dict | None = None, path: str | Path = "(scores in memory)"):
+        self.path = path
+        self.scores = dict(scores)
+        names = {tuple(s.class_names) for s in self.scores.values() if s.class_probs is not None}
+        if len(names) > 1:
+            raise VadpipeError(f"{self.path}: videos name different classes: {sorted(names)}")
+        self.meta = {**(meta or {}), "class_names": list(names.pop()) if names else list((meta or {}).get("class_names", []))}
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["class_names"])
+
+    def video_ids(self) -> list[str]:
+        return sorted(self.scores)
+
+    def read(self, video_id: str) -> Scores:
+        if video_id not in self.scores:
+            raise VadpipeError(f"{self.path}: no scores for video {video_id!r}")
+        return self.scores[video_id]

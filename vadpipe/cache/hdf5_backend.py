@@ -8,8 +8,10 @@ native HDF5 form: they are kept together as one JSON string attribute, ``vadpipe
 Reading merges both. Files written by vadpipe 0.2, which kept everything in the JSON
 string, read the same.
 
-An HDF5 file takes one writer: sharded runs write one file per shard and ``vadpipe cache
-merge`` joins them.
+Such files are schema version 2; version 1 files (vadpipe 0.2)
+are read, and one extended by this version is marked 2, so vadpipe 0.2 refuses it by its
+version instead of misreading its videos. An HDF5 file takes one writer: sharded runs write
+one file per shard and ``vadpipe cache merge`` joins them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ JSON_ATTR = "vadpipe_attrs"
 
 
 def _is_native(value) -> bool:
-    return isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic)
+    """Stored as a native HDF5 attribute: bools, int64-range ints, floats, strings without NUL."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, str) and "\x00" not in value
 
 
 def _python(value):
@@ -40,6 +47,7 @@ def _python(value):
 class H5Backend:
     """Nodes addressed by '/'-joined paths in one HDF5 file."""
 
+    schema_versions = (1, 2)  # what this backend reads; it writes the last
     def __init__(self, path: Path, mode: str, root_attrs: dict):
         import h5py
 
@@ -55,19 +63,22 @@ class H5Backend:
         return _read_attrs(self._node(node).attrs)
 
     def update_attrs(self, node: str, attrs: dict) -> None:
+        if JSON_ATTR in attrs:
+            raise ValueError(f"{JSON_ATTR!r} is reserved")
         stored = self._node(node).attrs
         nested = json.loads(stored[JSON_ATTR]) if JSON_ATTR in stored else {}
-        for key, value in attrs.items():
-            if key == JSON_ATTR:
-                raise ValueError(f"{JSON_ATTR!r} is reserved")
-            if _is_native(value):
-                stored[key] = value
-                nested.pop(key, None)
-            else:
-                nested[key] = value
-                if key in stored:
-                    del stored[key]
+        native = {k: v for k, v in attrs.items() if _is_native(v)}
+        nested.update({k: v for k, v in attrs.items() if k not in native})
+        for key in native:
+            nested.pop(key, None)
+        if "schema_version" in attrs:  # also in the JSON: vadpipe 0.2 reads only that, and then
+            nested["schema_version"] = attrs["schema_version"]  # names the version it cannot read
+        # the JSON string first (whole), then the natives; a key moving to the JSON goes last
         stored[JSON_ATTR] = json.dumps(nested)
+        for key, value in native.items():
+            stored[key] = value
+        for key in [k for k in attrs if k not in native and k in stored]:
+            del stored[key]
         self.f.flush()
 
     def groups(self, node: str) -> list[str]:
@@ -124,9 +135,8 @@ class H5Backend:
 
 
 def _read_attrs(stored) -> dict:
-    out = {k: _python(v) for k, v in stored.items() if k != JSON_ATTR}
-    if JSON_ATTR in stored:
-        out.update(json.loads(stored[JSON_ATTR]))
+    out = json.loads(stored[JSON_ATTR]) if JSON_ATTR in stored else {}
+    out.update({k: _python(v) for k, v in stored.items() if k != JSON_ATTR})  # a native value is the newer
     return out
 
 

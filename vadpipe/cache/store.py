@@ -43,7 +43,7 @@ from vadpipe import __version__
 from vadpipe._faults import fault_point
 from vadpipe.errors import VadpipeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of Zarr stores; an HDF5 file's is its backend's (2: native scalar attributes)
 EMB_CHUNK_FRAMES = 4096
 DONE, FAILED, INCOMPLETE = "done", "failed", "incomplete"
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -100,7 +100,8 @@ class FeatureCache:
         backend = H5Backend if is_hdf5(self.path) else ZarrBackend
         if mode != "r":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        root_attrs = {"schema_version": SCHEMA_VERSION, "created_by": f"vadpipe {__version__}"}
+        version = backend.schema_versions[-1]
+        root_attrs = {"schema_version": version, "created_by": f"vadpipe {__version__}"}
         self._backend = backend(self.path, mode, root_attrs)
         root = self._backend.attrs("")
         if root.get("kind") == "vadpipe-scores":
@@ -110,10 +111,13 @@ class FeatureCache:
                 raise VadpipeError(f"{self.path}: not a vadpipe cache (no schema_version)")
             self._backend.update_attrs("", root_attrs)  # a new HDF5 file (one writer)
             root = self._backend.attrs("")
-        if root.get("schema_version") != SCHEMA_VERSION:
+        if root.get("schema_version") not in backend.schema_versions:
             raise VadpipeError(
-                f"{self.path}: cache schema version {root.get('schema_version')}, this vadpipe reads {SCHEMA_VERSION}"
+                f"{self.path}: cache schema version {root.get('schema_version')}, this vadpipe reads "
+                f"{', '.join(map(str, backend.schema_versions))}"
             )
+        if mode != "r" and root["schema_version"] != version:  # what this version writes from now on
+            self._backend.update_attrs("", {"schema_version": version})
 
     @property
     def format(self) -> str:

@@ -20,6 +20,7 @@ from vadpipe.cache.store import DONE, FAILED, INCOMPLETE, FeatureCache
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.encoders.spec import canonical_key, embed_dim, parse_encoder
 from vadpipe.errors import VadpipeError, one_line, output_dir
+from vadpipe.vectors import l2_normalize
 
 NORM_TOLERANCE = 2e-2  # float16 rounding of a unit vector stays well inside this
 
@@ -213,7 +214,7 @@ def import_npy(
             fps = entry.fps
             pts = index / fps if fps else np.full(T, math.nan)
             if normalise:
-                emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+                emb = l2_normalize(emb)
             attrs = {"num_frames": int(num_frames), "fps": fps, "num_samples": T,
                      "source": {"path": str(file), "size": file.stat().st_size}, "imported": True}
             cache.write_video(key, entry.video_id, index, pts, emb.astype(np.float16), attrs)
@@ -227,7 +228,8 @@ def _record_import_failures(cache: FeatureCache, key: str, failed: list[tuple], 
     log = failures_log_path(cache.path)
     summary.failures_log = str(log)
     target = cache if key in cache.encoders() else None  # no subtree yet when no file could be read
-    for entry, file, reason in failed:
+    for entry, file, reason in failed:  # the record names the file: the reason need not repeat it
+        reason = reason.removeprefix(f"{file}: ")
         record_failure(target, key, replace(entry, path=str(file)), "import", reason, summary, log)
 
 

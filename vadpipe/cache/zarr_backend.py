@@ -19,6 +19,7 @@ from vadpipe.errors import VadpipeError
 class ZarrBackend:
     """Nodes addressed by '/'-joined paths in a Zarr v3 directory store."""
 
+    schema_versions = (1,)  # what this backend reads; it writes the last
     def __init__(self, path: Path, mode: str, root_attrs: dict):
         import zarr
         from zarr.errors import ContainsGroupError

@@ -25,6 +25,10 @@ def evaluate(
     max_timelines: int = typer.Option(50, "--max-timelines", help="Timeline PNGs for at most this many videos."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG figures."),
     compare: bool = typer.Option(False, "--compare", help="Put the report folders given as arguments side by side."),
+    convention: str = typer.Option(
+        "vadpipe", "--convention",
+        help="Compute as this code does: vadpipe, rtfm, vadclip, xdviodet, lavad, anomalyclip, mnad (docs/evaluation.md).",
+    ),
 ):
     """Frame-level micro/macro AUC, AP (and mAUC/mAP for class heads), or --compare runs."""
     if compare:
@@ -35,7 +39,8 @@ def evaluate(
     from vadpipe.evaluate import EvalConfig, format_table
     from vadpipe.evaluate import evaluate as run_evaluate
 
-    config = EvalConfig(expansion=expansion, sigma=sigma, plots=plots, max_timelines=max_timelines)
+    config = EvalConfig(expansion=expansion, sigma=sigma, plots=plots, max_timelines=max_timelines,
+                        convention=convention)
     report = run_evaluate(paths[0], load_manifest(manifest), output, config)
     typer.echo(format_table(report))
     figures = report.get("figures") or {}

@@ -72,7 +72,7 @@ def score(
         None, "--redefine-strength", help="gamma = theta of Gao et al. eq. 10 (default 10)."
     ),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(16, "--batch-size", help="Inference batch (heads that batch, e.g. anomalyclip's passes)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inference batch (heads that batch, e.g. anomalyclip's passes; default 16)."),
 ):
     """Score the videos of one split with a trained head; write a scores store.
 

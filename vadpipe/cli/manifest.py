@@ -49,7 +49,7 @@ def _save_benchmark(dataset: str, annotations: Path, videos: Path, output: Path,
 @manifest_app.command("ucf_crime")
 @user_errors
 def manifest_ucf_crime(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
-                       end: str = typer.Option("exclusive", help="How to read the annotation's end frame: exclusive or inclusive.")):
+                       end: str = typer.Option("exclusive", help="The annotated end frame: exclusive, [s, e) as VadCLIP; or inclusive, [s, e+1) as RTFM/LAVAD/AnomalyCLIP.")):
     """UCF-Crime: official split lists + temporal annotation txt."""
     _save_benchmark("ucf_crime", annotations, videos, output, end=end)
 
@@ -80,6 +80,7 @@ def manifest_avenue(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, ou
 
 @manifest_app.command("ped2")
 @user_errors
-def manifest_ped2(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT):
-    """UCSD Ped2: UCSDped2.m ranges (1-based inclusive, converted)."""
-    _save_benchmark("ped2", annotations, videos, output)
+def manifest_ped2(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
+                  gt: str = typer.Option("UCSDped2.m", help="UCSDped2.m (official) or ped2.mat (frame-prediction line).")):
+    """UCSD Ped2: 1-based inclusive ranges of UCSDped2.m or ped2.mat, converted."""
+    _save_benchmark("ped2", annotations, videos, output, gt=gt)

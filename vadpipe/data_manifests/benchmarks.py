@@ -19,7 +19,7 @@ dataset            options                     protocol
 ``shanghaitech``   ``split``, ``cross_scene``  micro AUC, macro AUC
 ``xd_violence``    --                          AP
 ``avenue``         ``gt``                      micro AUC, macro AUC
-``ped2``           --                          micro AUC, macro AUC
+``ped2``           ``gt``                      micro AUC, macro AUC
 =================  ==========================  ================================
 """
 

@@ -95,6 +95,8 @@ def meta_path(path: str | Path) -> Path:
 
 def _read_meta(path: Path) -> dict:
     side = meta_path(path)
+    if not side.is_file():  # a link to a manifest: its meta may sit beside the file itself
+        side = meta_path(path.resolve())
     if not side.is_file():
         return {}
     try:

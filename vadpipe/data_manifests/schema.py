@@ -4,7 +4,10 @@ Conventions (the same everywhere in vadpipe):
 
 * Frame indices are **0-based** and intervals are **half-open** ``[start, end)``:
   ``60-180`` marks frames 60, 61, ..., 179. Builders for benchmarks whose official files
-  use 1-based inclusive ranges (UCSD Ped2, UCF-Crime) convert on reading and say so.
+  use 1-based inclusive ranges (UCSD Ped2, Avenue) convert on reading; UCF-Crime's and
+  XD-Violence's ``s e`` pairs are 0-based frame indices as every peer reads them, with the
+  end exclusive (``[s, e)``, VadCLIP) or, for UCF-Crime with ``end="inclusive"``, included
+  (``[s, e + 1)``, RTFM, LAVAD, AnomalyCLIP). Each builder's docstring says which.
 * An interval may carry its own anomaly class (``60-180:Fighting``); without one it takes
   the video's ``label``.
 * Relative ``path`` and ``mask_path`` values are resolved against the manifest file's folder.
@@ -85,7 +88,7 @@ class VideoEntry:
         the manifest's own ``num_frames`` and with the mask length when those exist.
         Intervals reaching past the end are an error, never silently clipped.
         """
-        n = self._resolve_length(num_frames)
+        n = self.resolve_length(num_frames)
         if self.mask_path is not None:
             mask = load_mask(self.mask_path)
             if mask.shape[0] != n:
@@ -113,7 +116,9 @@ class VideoEntry:
             out[iv.start : iv.end] = iv.label or self.label
         return out
 
-    def _resolve_length(self, num_frames: int | None) -> int:
+    def resolve_length(self, num_frames: int | None) -> int:
+        """The video's length: ``num_frames`` (decoded), checked against the manifest's own
+        ``num_frames``; the manifest's, or the mask's, when none is given."""
         if num_frames is None:
             num_frames = self.num_frames
         elif self.num_frames is not None and int(self.num_frames) != int(num_frames):

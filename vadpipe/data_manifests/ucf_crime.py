@@ -18,7 +18,6 @@ from vadpipe.data_manifests._annotations import (
     annotation_folder,
     benchmark_meta,
     half_open,
-    one_based_inclusive,
     parse_int,
     read_lines,
     read_unique_names,
@@ -50,8 +49,10 @@ NORMAL_NAMES = ("Normal", "Training_Normal_Videos_Anomaly", "Testing_Normal_Vide
 
 _SOURCE_CONVENTION = {
     "exclusive": "Temporal_Anomaly_Annotation.txt pairs s e used as 0-based [s, e) (VadCLIP)",
-    "inclusive": "Temporal_Anomaly_Annotation.txt pairs read 1-based inclusive: [s-1, e)",
+    "inclusive": "Temporal_Anomaly_Annotation.txt pairs s e used as 0-based [s, e + 1) (RTFM, LAVAD, AnomalyCLIP)",
 }
+END_OFFSET = {"exclusive": 0, "inclusive": 1}
+"""Frames an annotated end ``e`` adds past itself: interval = ``[s, e + END_OFFSET[end])``."""
 END_CONVENTIONS = tuple(_SOURCE_CONVENTION)
 
 
@@ -69,13 +70,18 @@ def build_ucf_crime(
     supervision). Frame counts are unknown (``num_frames`` is None): expand the ground
     truth with the decoded length.
 
-    Interval conversion (``end``), for an annotated pair ``s e``:
+    Interval conversion (``end``), for an annotated pair ``s e``; both read the numbers as
+    0-based frame indices, as every peer's code does (none reads them 1-based):
 
-    * ``"exclusive"`` (default): the numbers are used as a 0-based half-open slice
-      ``[s, e)``, i.e. ``gt[s:e] = 1`` — what VadCLIP's ``make_gt_ucf.py`` does, so
-      scores compare with the vision-language results that use its ground truth.
-    * ``"inclusive"``: the literal reading of the file as 1-based inclusive frame numbers
-      (smallest start is 1): ``[s, e]`` -> ``[s - 1, e)``, one frame longer and one earlier.
+    * ``"exclusive"`` (default): ``[s, e)``, i.e. ``gt[s:e] = 1`` -- VadCLIP's
+      ``make_gt_ucf.py``, so scores compare with the vision-language results that use its
+      ground truth;
+    * ``"inclusive"``: ``[s, e + 1)``, the end frame included -- RTFM's ``make_gt_ucf.py``
+      (``range(s, e + 1)``), LAVAD's and AnomalyCLIP's ``s <= f <= e``; one frame more per
+      interval (156 frames over the test set).
+
+    ``meta["end_offset"]`` records which (0 or 1), so ``vadpipe evaluate --convention``
+    can move to a peer's rule without the annotation file.
     """
     if end not in END_CONVENTIONS:
         raise VadpipeError(
@@ -122,6 +128,7 @@ def build_ucf_crime(
         source_convention=_SOURCE_CONVENTION[end],
         split="official",
         end=end,
+        end_offset=END_OFFSET[end],
     )
     return Manifest(entries, meta=meta)
 
@@ -157,7 +164,7 @@ def _read_split(path: Path) -> list[tuple[str, str, str, str]]:
 
 def _read_temporal(path: Path, end: str) -> dict[str, tuple[str, str, tuple[Interval, ...]]]:
     """``{video_id: (where, label, intervals)}`` from the temporal annotation file."""
-    convert = half_open if end == "exclusive" else one_based_inclusive
+    offset = END_OFFSET[end]
     out: dict[str, tuple[str, str, tuple[Interval, ...]]] = {}
     for no, text in read_lines(path):
         where = f"{path}:{no}"
@@ -174,7 +181,7 @@ def _read_temporal(path: Path, end: str) -> dict[str, tuple[str, str, tuple[Inte
         for s, e in zip(numbers[::2], numbers[1::2], strict=True):
             if (s, e) == (-1, -1):
                 continue
-            intervals.append(convert(s, e, where))
+            intervals.append(half_open(s, e + offset, where))
         label = _class_name(fields[1], where)
         if label == NORMAL and intervals:
             raise VadpipeError(f"{where}: a Normal video cannot have anomalous frames")

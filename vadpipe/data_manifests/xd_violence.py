@@ -58,8 +58,8 @@ def build_xd_violence(annotations: str | Path, videos: str | Path) -> Manifest:
     (``label_G-B2-B6`` -> ``Explosion``). Train videos have only this video-level label.
 
     Test ground truth: the frames are exactly those of ``annotations.txt`` (0-based
-    ``[s, e)``, used as is; a trailing ``.mp4`` on a name is stripped), so AP matches
-    the standard protocol. Each interval is cut where ``annotations_multiclasses.txt``
+    ``[s, e)``, used as is, as VadCLIP's and the authors' ``make_gt.py`` do; a trailing
+    ``.mp4`` on a name is stripped). Each interval is cut where ``annotations_multiclasses.txt``
     assigns classes: a piece covered by a classed interval carries that class (pieces of
     different classes may overlap, as in the source); frames no classed interval covers
     carry no class and fall back to the video label. The 300 ``label_A`` test videos are
@@ -119,6 +119,7 @@ def build_xd_violence(annotations: str | Path, videos: str | Path) -> Manifest:
             "classes from annotations_multiclasses.txt within those frames"
         ),
         split="official",
+        end_offset=0,
         video_label="class of the first code in the name",
         class_codes=CLASS_CODES,
     )

@@ -50,6 +50,9 @@ def _differences(a: dict, b: dict) -> list[str]:
         if va != vb:
             label = "ground truth" if key in ("gt", "end") else key
             out.append(f"{label} ({key}={format_value(va)} vs {format_value(vb)})")
+    conv_a, conv_b = pa.get("convention", "vadpipe"), pb.get("convention", "vadpipe")
+    if conv_a != conv_b:
+        out.append(f"evaluation convention ({conv_a} vs {conv_b}: another frame set, end rule or AP)")
     if pa["split"] != pb["split"]:
         out.append(f"evaluated split ({pa['split']} vs {pb['split']})")
     if pa["headline"] != pb["headline"]:
@@ -85,7 +88,8 @@ def compare_reports(paths: list[str | Path], out_dir: str | Path | None = None) 
     with_recognition = any(r.get("recognition") for r in reports)
     metrics = table_metrics({**reports[0], "recognition": {} if with_recognition else None})
     comparison = {
-        "protocol": {k: reports[0]["protocol"][k] for k in ("headline", "headline_source", "variant", "split")},
+        "protocol": {**{k: reports[0]["protocol"][k] for k in ("headline", "headline_source", "variant", "split")},
+                     "convention": reports[0]["protocol"].get("convention", "vadpipe")},
         "metrics": metrics,
         "runs": [
             {

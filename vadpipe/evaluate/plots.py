@@ -39,11 +39,13 @@ def _thin(*curves: np.ndarray) -> list[np.ndarray]:
     return [c[keep] for c in curves]
 
 
-def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int, str]], title: str) -> Path:
-    """Expanded score per frame with the ground-truth spans shaded and labelled."""
+def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int, str]], title: str,
+                  first_frame: int = 0) -> Path:
+    """Expanded score per frame (``scores[0]`` is frame ``first_frame``) with the ground-truth
+    spans (in frames) shaded and labelled."""
     fig = _figure(10, 2.6)
     ax = fig.add_subplot()
-    frames = np.arange(len(scores))
+    frames = first_frame + np.arange(len(scores))
     for i, (start, end, text) in enumerate(gt_spans):
         ax.axvspan(start - 0.5, end - 0.5, color="tab:red", alpha=0.22, lw=0,
                    label="ground truth" if i == 0 else None)
@@ -51,7 +53,7 @@ def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int,
                     xytext=(0, -2), textcoords="offset points", ha="center", va="top",
                     fontsize=7, color="tab:red")
     ax.step(frames, scores, where="mid", color="tab:blue", lw=1.0, label="score")  # one value per frame
-    ax.set_xlim(-0.5, max(len(scores) - 0.5, 0.5))
+    ax.set_xlim(first_frame - 0.5, first_frame + max(len(scores) - 0.5, 0.5))
     ax.set_xlabel("frame")
     ax.set_ylabel("anomaly score")
     ax.set_title(title, fontsize=9)

@@ -118,22 +118,18 @@ def frame_class_targets(entry: VideoEntry, num_frames: int, classes: list[str]) 
     intervals of different classes make a frame positive for each (unlike
     ``VideoEntry.frame_classes``, which keeps one).
     """
-    labels = entry.frame_labels(num_frames)  # checks the length and the interval ends
-    column = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(labels), len(classes)), dtype=bool)  # (N C)
-    if entry.mask_path is not None or not entry.intervals:
-        if not entry.is_normal:
-            out[labels > 0, column[entry.label]] = True
-        return out
-    for iv in entry.intervals:
-        out[iv.start : iv.end, column[iv.label or entry.label]] = True
-    return out
+    from vadpipe.evaluate.frames import ground_truth
+
+    return ground_truth(entry, num_frames, classes=classes).targets
 
 
-def recognition_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str]) -> RecognitionMetrics:
+def recognition_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[str],
+                        drop_zero_auc: bool = False) -> RecognitionMetrics:
     """Per-class one-vs-rest AUC and AP over pooled frames, and their means (scikit-learn).
 
     ``targets``: ``bool[N, C]`` multi-hot ground truth; ``probs``: ``float[N, C]`` scores.
+    ``drop_zero_auc``: as AnomalyCLIP's code, a class whose AUC (or AP) is exactly 0 is left
+    out of the mean (it reads 0 as "no value"); vadpipe averages a real 0 in.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -154,8 +150,8 @@ def recognition_metrics(targets: np.ndarray, probs: np.ndarray, classes: list[st
             float(average_precision_score(y, p)) if defined else math.nan,
             positives,
         ))
-    aucs = [r.auc for r in per_class if not math.isnan(r.auc)]
-    aps = [r.ap for r in per_class if not math.isnan(r.ap)]
+    aucs = [r.auc for r in per_class if not math.isnan(r.auc) and not (drop_zero_auc and r.auc == 0)]
+    aps = [r.ap for r in per_class if not math.isnan(r.ap) and not (drop_zero_auc and r.ap == 0)]
     return RecognitionMetrics(
         per_class,
         float(np.mean(aucs)) if aucs else math.nan,

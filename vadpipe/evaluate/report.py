@@ -29,6 +29,11 @@ EXPANSION_NOTES = {
     "linear": "linear interpolation between samples, constant outside them",
 }
 INTERVAL_CONVENTION = "0-based, half-open [start, end)"
+AP_DEFINITIONS = {
+    "sklearn": "average precision over all test frames pooled (sklearn average_precision_score, step-wise)",
+    "trapezoid": "area under the precision-recall curve over all test frames pooled, by the trapezoid rule "
+                 "(auc(recall, precision), as the convention's peer reports it)",
+}
 
 
 def protocol_line(report: dict) -> str:
@@ -37,7 +42,7 @@ def protocol_line(report: dict) -> str:
     headline = ", ".join(METRIC_LABELS[m] for m in p["headline"])
     return (
         f"protocol: {describe_variant(p['variant'])}; {p['split']} split; "
-        f"headline: {headline} ({p['headline_source']}); "
+        f"headline: {headline} ({p['headline_source']}); convention={p.get('convention', 'vadpipe')}; "
         f"expansion={p['expansion']}, sigma={p['smoothing_sigma']}"
     )
 
@@ -47,7 +52,8 @@ def table_metrics(report: dict) -> list[str]:
 
 
 def format_table(report: dict) -> str:
-    """The protocol line, then a Markdown table with the headline metrics first.
+    """The protocol line (and, under a peer's convention, vadpipe's own numbers), then a
+    Markdown table with the headline metrics first.
 
     The last line is always this run's row (``vadpipe demo`` prints only that row).
     """
@@ -55,7 +61,12 @@ def format_table(report: dict) -> str:
     header = ["head", "encoder", *(METRIC_LABELS[m] for m in metrics), "videos", "frames"]
     row = [str(report.get("head")), str(report.get("encoder")), *(fmt(report.get(m)) for m in metrics),
            str(report["num_videos"]), str(report["num_frames"])]
-    return "\n".join([protocol_line(report), md_row(header), md_row(["---"] * len(header)), md_row(row)])
+    lines = [protocol_line(report)]
+    baseline = report.get("vadpipe_convention")
+    if baseline:
+        lines.append("under vadpipe's convention: "
+                     + ", ".join(f"{METRIC_LABELS[m]} {fmt(baseline.get(m))}" for m in metrics))
+    return "\n".join([*lines, md_row(header), md_row(["---"] * len(header)), md_row(row)])
 
 
 def md_row(cells) -> str:
@@ -81,7 +92,7 @@ def write_figures(out: Path, results: list[VideoResult], manifest: Manifest, rep
     figures: dict = {"roc": None, "pr": None, "timelines": [], "timelines_total": len(results)}
     y = np.concatenate([r.labels for r in results])
     s = np.concatenate([r.scores for r in results])
-    if y.min() != y.max():
+    if y.size and y.min() != y.max():
         plot_roc(out / "roc.png", y, s, report["micro_auc"])
         plot_pr(out / "pr.png", y, s, report["ap"])
         figures.update(roc="roc.png", pr="pr.png")
@@ -89,7 +100,8 @@ def write_figures(out: Path, results: list[VideoResult], manifest: Manifest, rep
     for r in results[: max(max_timelines, 0)]:
         rel = f"timelines/{r.video_id}.png"
         title = f"{r.video_id}  ({r.label}, {len(r.labels)} frames, AUC {fmt(aucs[r.video_id])})"
-        plot_timeline(out / rel, r.scores, gt_spans(manifest[r.video_id], r.labels), title)
+        spans = [(a + r.first_frame, b + r.first_frame, text) for a, b, text in gt_spans(manifest[r.video_id], r.labels)]
+        plot_timeline(out / rel, r.scores, spans, title, first_frame=r.first_frame)
         figures["timelines"].append(rel)
     return figures
 
@@ -119,15 +131,23 @@ def format_markdown(report: dict) -> str:
         f"- evaluated: {p['split']} split, {report['num_videos']} videos, {report['num_frames']:,} frames "
         f"({report['num_anomalous_frames']:,} anomalous)",
         f"- headline: **{headline}** ({source})",
+        f"- convention: **{report['convention']['name']}** -- {report['convention']['description']}",
         "",
         "## Headline metrics",
         "",
-        "| metric | value |",
-        "|---|---|",
     ]
+    baseline = report.get("vadpipe_convention")
+    if baseline:
+        lines += ["| metric | value | under vadpipe's convention |", "|---|---|---|"]
+    else:
+        lines += ["| metric | value |", "|---|---|"]
     for m in table_metrics(report):
         name = f"**{METRIC_LABELS[m]}** (headline)" if m in p["headline"] else METRIC_LABELS[m]
-        lines.append(f"| {name} | {fmt(report.get(m))} |")
+        lines.append(f"| {name} | {fmt(report.get(m))} |" + (f" {fmt(baseline.get(m))} |" if baseline else ""))
+    clipped = report["clipped_gt_frames"]
+    if clipped["total"]:
+        lines += ["", f"{clipped['total']:,} annotated anomalous frames lie past the evaluated frames of "
+                      f"{len(clipped['videos'])} video(s) and were clipped (per video in report.json)."]
     if recognition is None:
         lines += ["", "No class probabilities in the scores: recognition metrics (mAUC, mAP) not computed."]
     lines += ["", "## Protocol", "", "| setting | value |", "|---|---|"]
@@ -157,7 +177,7 @@ def _protocol_rows(report: dict) -> list[tuple[str, str]]:
         ("micro AUC", "ROC AUC over all test frames pooled"),
         ("macro AUC", f"mean of per-video ROC AUCs over the {len(report['per_video_auc'])} videos whose "
                       "ground truth has both normal and anomalous frames"),
-        ("AP", "average precision over all test frames pooled"),
+        ("AP", AP_DEFINITIONS[report["convention"]["ap"]]),
     ]
     if report.get("recognition") is not None:
         rows.append(("mAUC / mAP", report["recognition"]["definition"]))

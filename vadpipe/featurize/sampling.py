@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vadpipe.errors import VadpipeError
+from vadpipe.vectors import l2_normalize
 
 MODES = ("stride", "fps", "snippets")
 
@@ -131,6 +132,5 @@ def pool_snippets(frame_index: np.ndarray, emb: np.ndarray, starts: np.ndarray, 
     pos = {int(f): i for i, f in enumerate(frame_index)}
     for s in starts:
         idx = [pos[f] for f in range(int(s), int(s) + snippet_len) if f in pos]
-        m = emb[idx].astype(np.float32).mean(axis=0)
-        rows.append(m / max(float(np.linalg.norm(m)), 1e-12))
+        rows.append(l2_normalize(emb[idx].astype(np.float32).mean(axis=0)))
     return np.asarray(starts, dtype=np.int64), np.stack(rows).astype(np.float16)

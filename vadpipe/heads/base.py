@@ -13,18 +13,19 @@ What the base class owns:
   "captions")``); the base resolves the cache keys, checks them, and hands each video's
   inputs to ``_score_video(video)`` as a :class:`~vadpipe.heads.data.Video`. Training reads
   a :meth:`training_set` (select -> require -> read once).
-* **provenance** -- ``fit`` records the encoder group's recipe (model, weights, dim,
-  preprocessing, sampling); scoring a cache whose group under the same key has another
-  recipe is refused with a message naming the differing field (a temporal head scored at
-  another stride would give silently wrong numbers).
+* **provenance** -- ``fit`` records the recipe of every input group it read: the encoder's
+  (model, weights, dim, preprocessing, sampling) and, for caption heads, the captioner's
+  (model, questions, prompt, generation); scoring a cache whose group under the same key has
+  another recipe is refused with a message naming the differing field (a temporal head
+  scored at another stride would give silently wrong numbers).
 * **run-time options** -- ``device`` (``auto``: cuda when present) and ``score_batch_size``
   are given when a head is built or loaded, never saved: a run trained on a GPU scores on a
   CPU.
 * **saving** -- ``config.json`` (head name, hyper-parameters, encoder key and recipe, class
   names, fitted metadata, vadpipe version) + ``weights.safetensors`` (the arrays of
   ``_state()``; for heads built on torch modules, the modules' own ``state_dict``). Nothing
-  is pickled. Run folders of vadpipe 0.2 load too (:mod:`vadpipe.heads.registry` upgrades
-  them).
+  is pickled. Run folders of vadpipe 0.2 load too (:func:`load_head` and each head's
+  ``_upgrade_v02`` bring them to today's form).
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ class Head:
     def fit(self, cache, manifest) -> "Head":
         """Learn from the training videos of ``manifest`` in ``cache``; returns ``self``."""
         self.encoder = self._resolve_encoder(cache)
-        recipe = cache.recipe(self.encoder)
-        self.encoder_recipe_ = {k: recipe[k] for k in RECIPE_FIELDS if k in recipe}
+        self.caption_key_ = None
         if "captions" in self.inputs:
             choice = getattr(self.config, "caption_encoder", "auto")
             self.caption_key_ = resolve_caption_key(cache, self.encoder, choice, self.name)
+        self.input_recipes_ = {name: _recipe_of(cache.recipe(key), name) for name, key in self.sources().items()}
         self.class_names_: tuple[str, ...] = ()
         self._fit(cache, manifest)
         self.fitted_ = True
@@ -129,7 +130,8 @@ class Head:
             "head": self.name,
             "config": asdict(self.config),
             "encoder": self.encoder,
-            "encoder_recipe": self.encoder_recipe_,
+            "encoder_recipe": self.input_recipes_["emb"],
+            "caption_recipe": self.input_recipes_.get("captions"),
             "class_names": list(self.class_names_),
             "extra": self._extra_config(),
             "vadpipe_version": __version__,
@@ -171,17 +173,18 @@ class Head:
             raise NotFittedError(f"head {self.name!r} is not fitted yet: call fit() or load a run")
 
     def _check_recipe(self, cache) -> None:
-        """Refuse a cache whose group under the trained key has another recipe."""
-        trained = getattr(self, "encoder_recipe_", None)
-        if not trained:  # a vadpipe 0.2 run recorded only the key
-            return
-        difference = recipe_difference(cache.recipe(self.encoder), trained)
-        if difference:
-            field, have, want = difference
-            raise VadpipeError(
-                f"head {self.name!r} was trained on {self.encoder!r} with {field}={want!r}, but cache "
-                f"{cache.path} has {field}={have!r} under that key; featurize with the training recipe"
-            )
+        """Refuse a cache whose group under a trained input's key has another recipe."""
+        for name, key in self.sources().items():
+            trained = self.input_recipes_.get(name)
+            if not trained or key not in cache.encoders():  # vadpipe 0.2 runs recorded only the key
+                continue
+            difference = recipe_difference(cache.recipe(key), trained, tuple(trained))
+            if difference:
+                field, have, want = difference
+                raise VadpipeError(
+                    f"head {self.name!r} was trained on {key!r} with {field}={want!r}, but cache "
+                    f"{cache.path} has {field}={have!r} under that key; build the cache with the training recipe"
+                )
 
     def _resolve_encoder(self, cache) -> str:
         """The image-encoder key the head reads: the one given, or the cache's only one."""
@@ -250,11 +253,11 @@ def coerce_param(head: str, config_cls, name: str, value):
     raise VadpipeError(f"head {head!r}: parameter {name!r} must be {wanted}, got {value!r}")
 
 
-def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int = 16) -> Head:
+def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int | None = None) -> Head:
     """Rebuild a saved head from ``run_dir`` (no pickle: JSON + safetensors).
 
-    ``device`` and ``score_batch_size`` are this run's choice, whatever the head was trained
-    with. A run folder of vadpipe 0.2 is upgraded on the way in: run-time options it saved
+    ``device`` and ``score_batch_size`` (default 16, or what a 0.2 run saved) are this run's
+    choice, whatever the head was trained with. A run folder of vadpipe 0.2 is upgraded on the way in: run-time options it saved
     (``device``, ``score_batch_size``) are dropped, ``clipassist`` with ``mode="frame"``
     becomes ``clipassist-frame``, and weights are renamed to today's module names.
     """
@@ -273,17 +276,30 @@ def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int =
         raise json_error(cfg_path, exc) from None
     state = load_file(str(w_path))
     if _version(meta.get("vadpipe_version")) < (0, 3):
-        meta = {**meta, "config": {k: v for k, v in meta.get("config", {}).items() if k not in RUNTIME_OPTIONS}}
+        saved = meta.get("config", {})
+        if score_batch_size is None and isinstance(saved.get("score_batch_size"), int):
+            score_batch_size = saved["score_batch_size"]
+        meta = {**meta, "config": {k: v for k, v in saved.items() if k not in RUNTIME_OPTIONS}}
         if meta.get("head") == "clipassist" and meta["config"].get("mode") == "frame":
             meta["head"] = "clipassist-frame"
         meta, state = get_head_class(meta.get("head", "?"))._upgrade_v02(meta, state)
     cls = get_head_class(meta.get("head", "?"))
-    head = cls(encoder=meta.get("encoder"), device=device, score_batch_size=score_batch_size, **meta.get("config", {}))
+    head = cls(encoder=meta.get("encoder"), device=device, score_batch_size=score_batch_size or 16,
+               **meta.get("config", {}))
     head.class_names_ = tuple(meta.get("class_names", ()))
-    head.encoder_recipe_ = meta.get("encoder_recipe")
+    head.input_recipes_ = {"emb": meta.get("encoder_recipe"), "captions": meta.get("caption_recipe")}
     head._load_state(state, meta.get("extra", {}))
     head.fitted_ = True
     return head
+
+
+CAPTION_RECIPE_FIELDS = ("model", "questions", "prompt_template", "generation", "clip_key", "dim", "sampling")
+
+
+def _recipe_of(recipe: dict, name: str) -> dict:
+    """What a run records of an input group's recipe, to recognise the same group in another cache."""
+    fields = RECIPE_FIELDS if name == "emb" else CAPTION_RECIPE_FIELDS
+    return {k: recipe[k] for k in fields if k in recipe}
 
 
 def _version(text) -> tuple[int, ...]:

@@ -6,7 +6,7 @@
 * :func:`decay_groups` -- AdamW parameter groups: weight decay on matrices only (nanoGPT),
   or on every tensor where a paper says so, with named groups of their own (S4D's step and
   decay parameters);
-* :func:`l2_normalize` -- rows to unit length;
+* :func:`l2_normalize` -- rows to unit length (:mod:`vadpipe.vectors`, which stage 1 uses too);
 * :func:`module_state` / :func:`load_module_state` -- a module's ``state_dict`` as the
   arrays a run folder saves, and back (strict: a missing or extra tensor is an error).
 
@@ -21,6 +21,8 @@ from typing import Callable
 
 import numpy as np
 
+from vadpipe.vectors import l2_normalize  # noqa: F401  (part of the toolkit)
+
 
 @contextmanager
 def seeded(seed: int):
@@ -32,13 +34,13 @@ def seeded(seed: int):
         yield
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """The learning-rate factor at ``step`` of ``total``: ``(step + 1) / warmup`` over the first
-    ``warmup`` steps, then a cosine from 1 down to 0 over the rest."""
+def warmup_cosine(step: int, total: int, warmup: int, base: float = 1.0) -> float:
+    """The learning rate at ``step`` of ``total``: ``base * (step + 1) / warmup`` over the first
+    ``warmup`` steps, then a cosine from ``base`` down to 0 over the rest (``base=1``: the factor)."""
     if step < warmup:
-        return (step + 1) / warmup
+        return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def decay_groups(named_parameters, lr: float, weight_decay: float, decay_all: bool = False,
@@ -67,11 +69,6 @@ def decay_groups(named_parameters, lr: float, weight_decay: float, decay_all: bo
     if not decay_all:
         groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
     return groups
-
-
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Rows (along ``axis``) scaled to unit length; zero rows stay zero."""
-    return x / np.linalg.norm(x, axis=axis, keepdims=True).clip(1e-12)
 
 
 def module_state(module) -> dict[str, np.ndarray]:

@@ -39,7 +39,7 @@ def inference_clip_indices(num_frames: int, num_segments: int, frames: int) -> n
 
 def lr_at(step: int, total: int, base_lr: float, warmup_fraction: float) -> float:
     """Linear warm-up over the first ``warmup_fraction`` of the steps, then cosine to zero."""
-    return base_lr * warmup_cosine(step, total, int(round(warmup_fraction * total)))
+    return warmup_cosine(step, total, int(round(warmup_fraction * total)), base_lr)
 
 
 def directions_from_text(text_features: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ Adam over shuffled video batches. Choices shared by both:
 * training videos longer than ``max_frames`` (256) are uniformly subsampled;
 * with no anomalous training videos the head still trains (normal videos only), and with
   no anomaly class anywhere in the manifest one class ``anomaly`` is used;
-* training is seeded (``seed``) and deterministic on CPU.
+* training is seeded (``seed``) and deterministic on CPU. Where it runs is the run-time
+  ``device`` (``auto``: the GPU when there is one, as for every head; vadpipe 0.2 trained this
+  head on the CPU unless told otherwise -- ``--device cpu`` for that).
 """
 
 from __future__ import annotations
