@@ -52,20 +52,24 @@ def synthetic_dataset(tmp_path_factory):
     return make_demo_dataset(root, num_train=3, num_frames=60)
 
 
-def planted_cache(path: Path, manifest_rows: list[dict], dim: int = 64, seed: int = 0, key: str = TINY_KEY):
+def planted_cache(path: Path, manifest_rows: list[dict], dim: int = 64, seed: int = 0, key: str = TINY_KEY,
+                  normalised: bool = False):
     """Write a cache of hand-built embeddings: rows give video_id and an ``emb`` array.
 
     The encoder recipe is vadpipe-tiny's, so heads that need the text tower can load it.
+    ``normalised``: rows scaled to unit length (as vadpipe 0.2 stored them); by default kept as
+    given (as featurize stores the model's output now); the recipe says which.
     """
     from vadpipe.cache import FeatureCache
     from vadpipe.encoders import load_clip
 
     enc = load_clip(TINY)
     cache = FeatureCache(path, mode="a")
-    cache.ensure_encoder(key, {**enc.recipe(), "sampling": {"mode": "planted"}})
+    cache.ensure_encoder(key, {**enc.recipe(), "sampling": {"mode": "planted"}, "normalised": normalised})
     for row in manifest_rows:
         emb = np.asarray(row["emb"], dtype=np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        if normalised:
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         T = len(emb)
         cache.write_video(
             key, row["video_id"], np.arange(T), np.arange(T) / 25.0, emb.astype(np.float16),

@@ -157,6 +157,40 @@ def test_shanghaitech_weak_split_of_zhong():
     assert test_labels.sum() > 0 and all(e.mask_path for e in m.select("test", normal=False))
 
 
+def test_shanghaitech_anomaly_classes_of_the_semantic_annotation(tmp_path):
+    """classes="semantic": AnomalyCLIP's 17 ShanghaiTech classes on the real masks. Every
+    anomalous frame keeps its class (the union of the class intervals is the mask, frame for
+    frame); a multi-class video's label is its class with the most frames."""
+    from vadpipe.evaluate.frames import ground_truth
+
+    plain = build("shanghaitech", split="weak")
+    m = build("shanghaitech", split="weak", classes="semantic")
+    # the authors' 17 but 'step', which only shares 10_0075 (a training video: one label) with more running
+    assert m.anomaly_classes == ["car", "chasing", "circuit", "fall", "fighting", "hurdle", "jumping", "monocycle",
+                                 "push", "robbery", "running", "skateboard", "stoop", "throwing object",
+                                 "vaudeville", "vehicle"]
+    assert m.ids() == plain.ids() and m.meta["classes"] == "semantic"
+    for e, p in zip(m, plain):
+        assert e.is_normal == p.is_normal and e.num_frames == p.num_frames
+        if e.split == "test" and not e.is_normal:
+            mask = np.load(p.mask_path)
+            np.testing.assert_array_equal(e.frame_labels(e.num_frames), mask)
+            assert e.mask_path is None and {iv.label for iv in e.intervals} <= set(m.anomaly_classes)
+        if e.split == "train":
+            assert not e.intervals and e.mask_path is None  # weak supervision: a label only
+    labels = {e.video_id: e.label for e in m}
+    assert labels["05_0023"] == "jumping" and labels["04_0012"] == "circuit"  # most frames of several classes
+    assert sum(labels[v] == "fall" for v in ("03_0032", "03_0033", "04_0004", "07_0006")) == 4
+    truth = ground_truth(m["05_0023"], m["05_0023"].num_frames, classes=m.anomaly_classes).targets
+    assert truth[:, m.anomaly_classes.index("push")].any() and truth[:, m.anomaly_classes.index("stoop")].any()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"videos": {"01_0014": {"length": 265, "classes": {"vehicle": [[1, 3]]}}}}))
+    with pytest.raises(VadpipeError, match=r"bad\.json: video '01_0014': the class intervals and the frame mask "
+                                           r"disagree at frame"):
+        build("shanghaitech", classes=bad)
+
+
 def test_shanghaitech_cross_scene():
     m = build("shanghaitech", split="one-class", cross_scene="1,2:03,4")
     assert {e.scene for e in m.select("train")} == {"01", "02"}

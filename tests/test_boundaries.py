@@ -72,7 +72,7 @@ LAYERS = [
     ("heads", ["vadpipe/heads/"]),
     ("evaluate", ["vadpipe/evaluate/"]),
     ("app", ["vadpipe/cache/tools.py", "vadpipe/runs.py", "vadpipe/distribute/", "vadpipe/cli/", "vadpipe/demo.py",
-             "vadpipe/synth.py", "vadpipe/models/"]),
+             "vadpipe/synth.py", "vadpipe/models/", "vadpipe/recipes/"]),
 ]
 
 

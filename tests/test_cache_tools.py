@@ -103,11 +103,12 @@ def test_export_import_round_trip(synth, zarr_cache, tmp_path):
     assert len(ids) == len(synth)
     manifest = Manifest([VideoEntry(e.video_id, e.path, e.split, e.label, e.intervals, fps=e.fps,
                                     num_frames=e.num_frames) for e in synth])
-    s = import_npy(tmp_path / "npy", tmp_path / "imp.zarr", TINY, manifest, snippet=4, normalise=False)
+    s = import_npy(tmp_path / "npy", tmp_path / "imp.zarr", TINY, manifest, snippet=4)  # rows kept as given
     assert len(s.imported) == len(synth) and not s.failed
     src, imp = FeatureCache(zarr_cache), FeatureCache(tmp_path / "imp.zarr")
     recipe = imp.recipe(TINY_KEY)
     assert recipe["imported"] and recipe["model"] == TINY and recipe["dim"] == 64
+    assert src.recipe(TINY_KEY)["normalised"] is False and recipe["normalised"] is False  # raw rows, said so
     for vid in ids:
         a, b = src.read(TINY_KEY, vid), imp.read(TINY_KEY, vid)
         np.testing.assert_array_equal(a.emb, b.emb)
@@ -118,6 +119,20 @@ def test_export_import_round_trip(synth, zarr_cache, tmp_path):
     from vadpipe.heads import get_head
 
     get_head("zeroshot").fit(imp, manifest)
+
+    # --normalise: unit rows, recorded; a later import of raw rows into that key is refused file by file
+    s = import_npy(tmp_path / "npy", tmp_path / "unit.zarr", TINY, manifest, snippet=4, normalise=True)
+    unit = FeatureCache(tmp_path / "unit.zarr")
+    assert unit.recipe(TINY_KEY)["normalised"] is True
+    np.testing.assert_allclose(np.linalg.norm(unit.read(TINY_KEY, ids[0]).emb.astype(np.float32), axis=1), 1, atol=2e-3)
+    unit_files = tmp_path / "unit_npy"
+    export_npy(tmp_path / "unit.zarr", TINY, unit_files)
+    s = import_npy(unit_files, tmp_path / "guess.zarr", TINY, manifest, snippet=4)  # unit rows given: said so
+    assert FeatureCache(tmp_path / "guess.zarr").recipe(TINY_KEY)["normalised"] is True
+    more = Manifest([VideoEntry("raw_one", "x", "test", "normal")])
+    np.save(unit_files / "raw_one.npy", 5 * np.ones((3, 64), np.float32))
+    s = import_npy(unit_files, tmp_path / "guess.zarr", TINY, more, snippet=4)
+    assert s.imported == [] and "rows are not unit length, the key's are unit" in s.failed[0]["reason"]
 
 
 def test_import_layouts_and_bad_files(tmp_path):
@@ -160,7 +175,8 @@ def test_import_layouts_and_bad_files(tmp_path):
 
 def test_verify_and_info(tmp_path):
     rng = np.random.default_rng(0)
-    cache = planted_cache(tmp_path / "c.zarr", [{"video_id": f"v{i}", "emb": rng.normal(size=(8, 64))} for i in range(3)])
+    rows = [{"video_id": f"v{i}", "emb": rng.normal(size=(8, 64))} for i in range(3)]
+    cache = planted_cache(tmp_path / "c.zarr", rows, normalised=True)  # unit rows: verify checks their norm
     assert verify_cache(cache.path) == []
     w = FeatureCache(cache.path, mode="a")
     bad = rng.normal(size=(4, 64)).astype(np.float16)  # not unit norm

@@ -116,7 +116,7 @@ def test_training_is_seeded_and_deterministic(weak):
 
 def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(tmp_path, weak):
     cache, manifest = weak
-    head = get_head("clipassist", epochs=1, max_frames=20).fit(cache, manifest)
+    head = get_head("clipassist", epochs=1, lr=1e-3, max_frames=20).fit(cache, manifest)
     s = head.score_videos(cache, ["t0"])["t0"]
     assert s.score.shape == (T,)
     # each chunk of max_frames is its own graph: the 48-frame video scores as its chunks of
@@ -126,7 +126,7 @@ def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(tmp_pat
     chunk_cache = planted_cache(tmp_path / "chunks.zarr", chunks)
     parts = head.score_videos(chunk_cache, [c["video_id"] for c in chunks])
     np.testing.assert_allclose(np.concatenate([p.score for p in parts.values()]), s.score, rtol=1e-5, atol=1e-6)
-    whole = get_head("clipassist", epochs=1, max_frames=48).fit(cache, manifest)  # one graph: not the same
+    whole = get_head("clipassist", epochs=1, lr=1e-3, max_frames=48).fit(cache, manifest)  # one graph: not the same
     assert not np.allclose(whole.score_videos(cache, ["t0"])["t0"].score, s.score, atol=1e-4)
 
 
@@ -211,11 +211,11 @@ def test_both_modes_work_with_coca(tmp_path, weak):
     for f in src.iter_videos("vadpipe-tiny:random", manifest.ids()):
         cache.write_video(coca.key, f.video_id, f.frame_index, f.pts, f.emb, {"num_frames": T, "fps": 25.0})
     cache = FeatureCache(tmp_path / "coca.zarr")
-    head = get_head("clipassist-frame", epochs=1).fit(cache, manifest)
+    head = get_head("clipassist-frame", epochs=1, lr=1e-3).fit(cache, manifest)
     assert head.encoder == coca.key
     np.testing.assert_allclose(head.sim_.text[0].numpy(), coca.encode_text([head.texts_[0]])[0], atol=1e-5)
     for mode in ("frame", "video"):
-        head = get_head(HEAD[mode], epochs=1).fit(cache, manifest)
+        head = get_head(HEAD[mode], epochs=1, lr=1e-3).fit(cache, manifest)
         s = head.score_videos(cache, ["t0"])["t0"]
         assert s.score.shape == (T,) and s.class_probs.shape == (T, len(CLASSES))
         assert np.isfinite(s.score).all()
@@ -245,11 +245,76 @@ def test_config_errors_are_clear(weak):
 
 def test_frame_mode_keeps_a_description_shared_by_two_classes(weak):
     cache, manifest = weak
-    head = get_head("clipassist-frame", epochs=1,
+    head = get_head("clipassist-frame", epochs=1, lr=1e-3,
                     class_descriptions={"Arson": "a fire", "Fighting": ["a fire", "people fighting"]}).fit(cache, manifest)
     owners = {(t, int(o)) for t, o in zip(head.texts_, head.desc_owner_)}
     assert {("a fire", 1), ("a fire", 2), ("people fighting", 2)} <= owners
     with pytest.raises(VadpipeError, match="class prompts of 'Arson' must be a non-empty string"):
-        get_head("clipassist-frame", epochs=1, class_descriptions={"Arson": []}).fit(cache, manifest)
+        get_head("clipassist-frame", epochs=1, lr=1e-3, class_descriptions={"Arson": []}).fit(cache, manifest)
     with pytest.raises(VadpipeError, match="class prompts given for Arsn, not classes of the manifest"):
         get_head("zeroshot", class_prompts={"Arsn": "fire"}).fit(cache, manifest)
+
+
+# ---------------------------------------------------------------- the paper's ablation rows
+@pytest.mark.parametrize("row, params, floor", [
+    ("CLIP + Classifier (Tables 4-5)", dict(classifier=True, temporal=False), 0.85),
+    ("CLIP + Local + Global + Classifier", dict(classifier=True), 0.85),
+    ("w/o Temporal Module (Table 10)", dict(temporal=False), 0.85),
+    ("a photo of [Category] (Table 6)", dict(prompt_template="a photo of {}", class_text="category"), 0.7),
+    ("Learnable Prompt + [Category] (Table 6)", dict(class_text="category"), 0.7),
+    ("Middle: shared context (Table 9)", dict(shared_context=True), 0.85),
+])
+def test_ablation_rows_train_score_and_reload(tmp_path, weak, row, params, floor):
+    cache, manifest = weak
+    head = get_head("clipassist", **FAST["video"], **params).fit(cache, manifest)
+    scores = head.score_videos(cache, manifest.ids("test"))
+    assert frame_auc(manifest, scores) >= floor, row
+    if params.get("classifier"):
+        assert all(s.class_probs is None and np.all((s.score >= 0) & (s.score <= 1)) for s in scores.values())
+        assert "text" not in head.model_.state_dict()
+    if params.get("temporal") is False:
+        assert head.model_.temporal.local is None and head.model_.temporal.gcn is None
+    if params.get("class_text") == "category":
+        assert head.texts_ == ["normal", "arson", "fighting"]
+    head.save(tmp_path / "run")
+    again = load_head(tmp_path / "run").score_videos(cache, manifest.ids("test"))
+    for vid, s in scores.items():
+        np.testing.assert_array_equal(s.score, again[vid].score)
+
+
+def test_hand_crafted_prompts_are_fixed_texts(weak, tiny_encoder):
+    cache, manifest = weak
+    head = get_head("clipassist", epochs=0, prompt_template="a photo of {}", class_text="category").fit(cache, manifest)
+    expected = embed_prompts(tiny_encoder, [f"a photo of {t}" for t in ("normal", "arson", "fighting")], ("{}",))
+    np.testing.assert_allclose(head.model_.text.numpy(), expected, atol=1e-5)
+
+
+def test_shanghaitech_manifests_get_shanghaitech_descriptions(weak):
+    """Sec. 3.1.2: on ShanghaiTech's walkway bicycles, vehicles and running are anomalies; the
+    default texts for a ShanghaiTech manifest say so and no normal text contradicts them."""
+    cache, manifest = weak
+    sht = Manifest(list(manifest), meta={"dataset": "shanghaitech"})
+    head = get_head("clipassist", epochs=0, class_descriptions={"Arson": "x", "Fighting": "y"}).fit(cache, sht)
+    pset = load_prompt_set("dong-shanghaitech")
+    assert head.texts_[0] == ", ".join(pset.normal)
+    for word in ("run", "bicycl", "bike", "cycl", "driv", "vehicle", "car "):
+        assert all(word not in t for t in pset.normal), word
+    assert any("bicycle" in t for t in pset.anomaly) and any("running" in t for t in pset.anomaly)
+    frame = get_head("clipassist-frame", epochs=0, class_descriptions={"Arson": "x", "Fighting": "y"}).fit(cache, sht)
+    assert set(pset.normal) <= set(frame.texts_) and "running" not in frame.texts_
+    assert get_head("clipassist", epochs=0).default_for(manifest) == "dong-categories"
+
+
+def test_a_text_cut_at_77_tokens_is_warned(weak, caplog):
+    cache, manifest = weak
+    long = " ".join(["a person doing something unusual near the entrance"] * 8)
+    with caplog.at_level("WARNING", logger="vadpipe"):
+        get_head("clipassist", epochs=0, class_descriptions={"Arson": long}).fit(cache, manifest)
+    assert any("the text tower reads 77, the rest is cut" in r.getMessage() for r in caplog.records)
+
+
+def test_a_schedule_too_short_to_train_is_refused(weak):
+    cache, manifest = weak
+    with pytest.raises(VadpipeError, match=r"clipassist: 10 epochs of 1 step\(s\) \(16 videos, batch 64\) at lr 1e-05 "
+                                           r"lets a weight move by at most 1\.0e-04"):
+        get_head("clipassist", epochs=10).fit(cache, manifest)

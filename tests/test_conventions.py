@@ -163,10 +163,11 @@ def ucf_annotations():
     return out
 
 
-def synthetic_lengths(annotations, seed):
-    """A video runs 16-300 frames past its last annotated end; a normal one 100-600 frames."""
+def synthetic_lengths(annotations, seed, tail=(16, 300)):
+    """A video runs ``tail`` frames past its last annotated end (16-300; ``(0, 20)``: the tail
+    rules -- floor cuts, clipping, RTFM's e + 1 > N -- come into play); a normal one 100-600."""
     rng = np.random.default_rng(seed)
-    return {v: (max(e for _, e in ivs) + int(rng.integers(16, 300)) if ivs else int(rng.integers(100, 600)))
+    return {v: (max(e for _, e in ivs) + int(rng.integers(*tail)) if ivs else int(rng.integers(100, 600)))
             for v, ivs in annotations.items()}
 
 
@@ -202,12 +203,12 @@ def peer_run(convention, annotations, lengths, scores, exclusive_vadpipe=True):
     return metric(np.concatenate(gts), np.concatenate(preds))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind, tail", [*((k, "long") for k in KINDS), ("structured", "tight")])
 @pytest.mark.parametrize("end", ["exclusive", "inclusive"])
-def test_ucf_crime_every_convention_against_the_peers(kind, end):
+def test_ucf_crime_every_convention_against_the_peers(kind, end, tail):
     annotations = ucf_annotations()
     manifest = build_benchmark_manifest("ucf_crime", ANNOTATIONS / "ucf_crime", "/nonexistent", end=end)
-    lengths = synthetic_lengths(annotations, seed=1)
+    lengths = synthetic_lengths(annotations, seed=1, tail=(16, 300) if tail == "long" else (0, 20))
     rng = np.random.default_rng(KINDS.index(kind))
     scores = {}
     for v, ivs in annotations.items():
@@ -218,7 +219,8 @@ def test_ucf_crime_every_convention_against_the_peers(kind, end):
         report = report_of(store, manifest, convention)
         assert abs(report["micro_auc"] - want_auc) < TOL, (convention, report["micro_auc"], want_auc)
         assert abs(report["ap"] - want_ap) < TOL, (convention, report["ap"], want_ap)
-        assert report["clipped_gt_frames"]["total"] == 0
+        if tail == "long":
+            assert report["clipped_gt_frames"]["total"] == 0
 
 
 # ---------------------------------------------------------------- XD-Violence
@@ -401,3 +403,65 @@ def test_report_names_the_convention_and_keeps_vadpipes_headline(tmp_path):
     report = evaluate(path, manifest, None, EvalConfig(plots=False, convention="vadclip"))
     assert report["num_frames"] == 2 * 64  # 16 * floor(70 / 16) frames a video
     assert set(report["vadpipe_convention"]["headline"]) == {"micro_auc"}
+
+
+def test_scores_keep_float64_and_expansion_errors_name_the_frame(tmp_path):
+    """Two scores float32 would merge stay two (a tie would move an AUC); a sampled frame before
+    the first or past the last decoded frame is one clear line."""
+    from vadpipe.evaluate.metrics import expand
+    from vadpipe.errors import VadpipeError
+    from vadpipe.scores import Scores, ScoresStore, write_scores
+
+    close = np.array([0.5, 0.5 + 1e-12, 0.25])
+    assert np.float32(close[0]) == np.float32(close[1])
+    path = write_scores(tmp_path / "s.zarr", {"v": Scores(np.arange(3), close, 3)}, {"head": {"head": "x"}})
+    back = ScoresStore(path).read("v").score
+    assert back.dtype == np.float64 and back[0] != back[1]
+    np.testing.assert_array_equal(back, close)
+    for index, bad in (([-1, 0, 1], -1), ([0, 1, 3], 3)):
+        with pytest.raises(VadpipeError, match=f"sampled frame {bad} lies outside a video of 3 frames"):
+            expand(np.array(index), np.zeros(3), 3)
+
+
+def test_ped2_mat_ground_truth_starts_six_clips_later():
+    """Ped2 --gt ped2.mat (the frame-prediction line's file) vs the official UCSDped2.m: six
+    clips start at frame 5 instead of 1, 24 anomalous frames fewer; MNAD's labels equal the .m."""
+    folder = require_shared("annotations", "ucsd_ped2")
+    official = build_benchmark_manifest("ped2", folder, "/nonexistent")
+    mat = build_benchmark_manifest("ped2", folder, "/nonexistent", gt="ped2.mat")
+    lengths = (180, 180, 150, 180, 150, 180, 180, 180, 120, 150, 180, 180)  # the clips' frame counts
+    later = 0
+    for a, b, n in zip(official.select("test"), mat.select("test"), lengths):
+        ya, yb = a.frame_labels(n), b.frame_labels(n)
+        assert (yb <= ya).all()
+        if (ya != yb).any():
+            later += 1
+            assert int(np.flatnonzero(yb)[0]) == 4
+    assert later == 6
+    total = sum(e.frame_labels(n).sum() for e, n in zip(official.select("test"), lengths))
+    assert total - sum(e.frame_labels(n).sum() for e, n in zip(mat.select("test"), lengths)) == 24
+    mnad = np.load(folder / "frame_labels_ped2.npy")[0]
+    assert np.array_equal(np.concatenate([e.frame_labels(n) for e, n in zip(official.select("test"), lengths)]), mnad)
+
+
+def test_a_convention_with_its_own_end_rule_compares_manifests_built_either_way(tmp_path):
+    """Under lavad / rtfm / vadclip / anomalyclip the end rule is the convention's: UCF-Crime
+    manifests built with --end exclusive and inclusive give the same ground truth, so --compare
+    accepts them; the report says which rule it applied."""
+    from vadpipe.evaluate.compare import compare_reports
+
+    annotations = ucf_annotations()
+    lengths = synthetic_lengths(annotations, seed=3)
+    scores = {v: (np.random.default_rng(0).random(-(-lengths[v] // 16)), lengths[v]) for v in annotations}
+    store = scores_of(scores)
+    for end in ("exclusive", "inclusive"):
+        manifest = build_benchmark_manifest("ucf_crime", ANNOTATIONS / "ucf_crime", "/nonexistent", end=end)
+        report = evaluate(store, manifest, tmp_path / end, EvalConfig(plots=False, convention="lavad"))
+        assert report["protocol"]["interval_convention"].startswith("lavad's rule for ucf_crime: an annotated pair")
+    comparison = compare_reports([tmp_path / "exclusive", tmp_path / "inclusive"])
+    assert comparison["protocol"]["convention"] == "lavad"
+    for end in ("exclusive", "inclusive"):  # under vadpipe's own convention they differ
+        manifest = build_benchmark_manifest("ucf_crime", ANNOTATIONS / "ucf_crime", "/nonexistent", end=end)
+        evaluate(store, manifest, tmp_path / f"v-{end}", EvalConfig(plots=False))
+    with pytest.raises(VadpipeError, match="ground truth \\(end=exclusive vs inclusive\\)"):
+        compare_reports([tmp_path / "v-exclusive", tmp_path / "v-inclusive"])

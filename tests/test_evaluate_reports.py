@@ -137,7 +137,8 @@ def test_evaluate_recognition_equals_sklearn_on_expanded_arrays(tmp_path, run_a)
     assert report["map"] == np.mean([rows[c]["ap"] for c in classes[:2]])
     assert report["recognition"]["multi_label_frames"] == 12
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert saved["recognition"]["classes"][2] == {"class": "Shooting", "auc": None, "ap": None, "num_positive_frames": 0}
+    assert saved["recognition"]["classes"][2] == {"class": "Shooting", "auc": None, "ap": None, "num_positive_frames": 0,
+                                                  "subset_auc": None}
 
 
 def test_missing_class_probabilities_are_errors(tmp_path):

@@ -112,7 +112,7 @@ def test_sampling_modes(zoo, tmp_path):
     assert not full.failed
     every = read("all.zarr", "good").emb.astype(np.float32)
     m = every[8:16].mean(axis=0)
-    np.testing.assert_allclose(pooled.emb[1].astype(np.float32), m / np.linalg.norm(m), atol=2e-3)
+    np.testing.assert_allclose(pooled.emb[1].astype(np.float32), m, atol=2e-2)  # the raw mean, as frames are stored
     assert FeatureCache(tmp_path / "m.zarr").recipe(TINY_KEY)["sampling"]["snippet_mean"] is True
     del frames
 
@@ -163,12 +163,12 @@ def test_preprocessing_matches_open_clip(tiny_encoder):
     frames.append(render_clip(1, seed=3)[0])
     for rgb in frames:
         batch = tiny_encoder.preprocessing.resize_crop_batch(torch.from_numpy(rgb.copy())[None])  # (1 3 s s)
-        ours = tiny_encoder.encode_images(batch).astype(np.float32)
+        ours = tiny_encoder.encode_images(batch).astype(np.float32)  # the model's raw output
         with torch.inference_mode():
-            ref = tiny_encoder.model.encode_image(preprocess(Image.fromarray(rgb))[None]).float()
-            ref = torch.nn.functional.normalize(ref, dim=-1).numpy()
-        assert float((ours * ref).sum()) > 0.999  # cosine
-        np.testing.assert_allclose(ours, ref, atol=1e-2)
+            ref = tiny_encoder.model.encode_image(preprocess(Image.fromarray(rgb))[None]).float().numpy()
+        cosine = float((ours * ref).sum() / np.linalg.norm(ours) / np.linalg.norm(ref))
+        assert cosine > 0.999
+        np.testing.assert_allclose(ours, ref, atol=1e-2 * np.abs(ref).max())
 
 
 def test_progress_counts_frames_per_batch_within_a_video(tiny_encoder):

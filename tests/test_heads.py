@@ -23,8 +23,14 @@ NORMAL_TEXT, ANOMALY_TEXT = "people walking", "fighting"
 RUNS_02 = Path(__file__).parent / "data" / "runs-0.2"
 
 
-def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0, centres=None):
+RAW_NORM = 8.0  # about the norm of the tiny model's raw image features (ViT-B/16's are ~10)
+
+
+def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0, centres=None, normalised=False):
     """Normal frames around one point of the sphere; anomalous frames around another.
+
+    ``normalised``: a vadpipe 0.2 cache of unit rows; by default the rows are scaled to
+    ``RAW_NORM``, as featurize stores an encoder's raw output.
 
     ``n_weak`` adds anomalous training videos with a video-level label only (weak
     supervision); one-class heads ignore them. ``centres`` (normal, anomaly) default to
@@ -52,7 +58,9 @@ def planted_sphere(tmp_path, seed=0, n_train=6, n_test=6, T=40, n_weak=0, centre
         emb, interval = anomalous_emb()
         rows.append({"video_id": f"te{i}", "emb": emb})
         entries.append(VideoEntry(f"te{i}", "x", "test", "Fighting", (interval,), num_frames=T))
-    return planted_cache(tmp_path / "planted.zarr", rows), Manifest(entries)
+    if not normalised:
+        rows = [{**r, "emb": RAW_NORM * r["emb"]} for r in rows]
+    return planted_cache(tmp_path / "planted.zarr", rows, normalised=normalised), Manifest(entries)
 
 
 def test_prototype_finds_planted_anomalies(tmp_path):
@@ -75,7 +83,7 @@ def test_zeroshot_follows_the_prompt_direction(tmp_path, tiny_encoder):
         rows.append({"video_id": f"v{i}", "emb": emb})
         entries.append(VideoEntry(f"v{i}", "x", "test", "fire", (Interval(a, a + 15),), num_frames=T))
     cache, manifest = planted_cache(tmp_path / "z.zarr", rows), Manifest(entries)
-    head = get_head("zeroshot", normal_prompts=["people walking"], anomaly_prompts=["a fire"]).fit(cache, manifest)
+    head = get_head("zeroshot", mode="softmax", normal_prompts=["people walking"], anomaly_prompts=["a fire"]).fit(cache, manifest)
     scores = head.score_videos(cache, manifest.ids())
     assert frame_auc(manifest, scores) >= 0.95
     s = scores["v0"]
@@ -95,7 +103,7 @@ BEHAVIOUR = {
     "kmeans": (dict(num_centers=3, prompts=[NORMAL_TEXT, ANOMALY_TEXT, "riding a bike", "a fire"]), 0.9),
     "prototype": ({}, 0.95),
     "s3m": (dict(d_model=32, d_state=16, epochs=5, sigma=0), 0.9),
-    "zeroshot": (dict(normal_prompts=[NORMAL_TEXT], anomaly_prompts=[ANOMALY_TEXT]), 0.9),
+    "zeroshot": (dict(anomaly_prompts=[ANOMALY_TEXT]), 0.9),
 }
 
 
@@ -154,7 +162,7 @@ def test_runs_saved_by_vadpipe_0_2_load_and_score_the_same(tmp_path, run):
     if run == "s3m-captions":
         cache, manifest = answers_cache(tmp_path / "answers.zarr")  # the caches 0.2.0 scored
     else:
-        cache, manifest = planted_sphere(tmp_path, n_train=3, n_test=2, n_weak=3)
+        cache, manifest = planted_sphere(tmp_path, n_train=3, n_test=2, n_weak=3, normalised=True)
     head = load_head(RUNS_02 / run, device="cpu")
     assert head.name == (run if run == "clipassist-frame" else run.split("-")[0])
     got = head.score_videos(cache, manifest.ids("test"))
@@ -242,3 +250,36 @@ def test_head_errors_are_clear(tmp_path):
         get_head("prototype").fit(cache, Manifest([VideoEntry("t", "x", "test", "normal")]))
     with pytest.raises(VadpipeError, match="not found"):
         load_head(tmp_path / "no_run")
+
+
+def test_heads_on_raw_and_on_old_normalised_caches(tmp_path, tiny_encoder):
+    """featurize stores raw rows now; caches of vadpipe 0.2 hold unit rows and say so. Every head
+    trains on an old cache (anomalyclip's raw geometry refuses it with one line and trains on it
+    with geometry=unit); a head that reads unit rows scores a raw cache of the same frames with
+    the same run and nearly the same numbers; a head that reads rows as stored refuses the
+    other geometry by its recipe."""
+    centres = embed_prompts(tiny_encoder, [NORMAL_TEXT, ANOMALY_TEXT], DEFAULT_TEMPLATES)
+    kw = dict(n_train=4, n_test=3, n_weak=4, centres=centres)
+    old = planted_sphere(tmp_path / "old", normalised=True, **kw)
+    raw = planted_sphere(tmp_path / "raw", **kw)
+    assert old[0].recipe(TINY_KEY)["normalised"] is True and raw[0].recipe(TINY_KEY)["normalised"] is False
+    ids = old[1].ids("test")
+    for name in list_heads():
+        params = BEHAVIOUR[name][0]
+        head = get_head(name, **params)
+        if head.geometry == "raw":
+            with pytest.raises(VadpipeError, match=r"needs the encoder's raw features, but .* holds L2-normalised "
+                                                   r"rows .*geometry=unit") as err:
+                head.fit(*old)
+            assert "\n" not in str(err.value)
+            head = get_head(name, **params, geometry="unit")
+        head.fit(*old)
+        on_old = head.score_videos(old[0], ids)
+        assert frame_auc(old[1], on_old) >= BEHAVIOUR[name][1] - 0.1, name
+        if head.geometry == "unit":
+            on_raw = head.score_videos(raw[0], ids)
+            for vid in ids:
+                np.testing.assert_allclose(on_raw[vid].score, on_old[vid].score, atol=2e-2, err_msg=name)
+        else:
+            with pytest.raises(VadpipeError, match=r"with normalised=True, but cache .* has normalised=False"):
+                head.score_videos(raw[0], ids)

@@ -138,3 +138,12 @@ def test_kmeans_config_errors(tmp_path):
     manifest = Manifest([VideoEntry("tr", "x", "train", "normal")])
     with pytest.raises(VadpipeError, match="5 normal training samples are fewer than num_centers=10"):
         get_head("kmeans").fit(cache, manifest)
+
+
+def test_presets_are_the_papers_per_dataset_settings():
+    """Gao et al. sec. 4.2: 10 centres for Ped2 and Avenue, 20 for ShanghaiTech; learned prompts
+    (AdamW, lr 2e-4, batch 128); 9-frame clips (window=9 on whole frames)."""
+    for name, centres in (("ped2", 10), ("avenue", 10), ("shanghaitech", 20)):
+        cfg = get_head("kmeans", preset=name).config
+        assert (cfg.num_centers, cfg.learn_prompts, cfg.lr, cfg.batch_size, cfg.window) == (centres, True, 2e-4, 128, 9)
+    assert get_head("kmeans", preset="ped2", learn_prompts=False).config.learn_prompts is False

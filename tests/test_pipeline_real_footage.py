@@ -62,13 +62,14 @@ def test_cache_holds_one_embedding_per_sampled_frame(real_cache):
     assert cache.encoders() == [TINY_KEY]
     recipe = cache.recipe(TINY_KEY)
     assert recipe["model"] == TINY and recipe["sampling"] == {"mode": "stride", "stride": STRIDE, "start": 0}
-    assert recipe["preprocessing"]["size"] == 64 and "vadpipe_version" in recipe
+    assert recipe["preprocessing"]["size"] == 64 and "vadpipe_version" in recipe and recipe["normalised"] is False
     for vid, n in {"ped2_train01": 120, "ped2_test01": 180, "avenue_train12": 145, "avenue_test21": 76, "avenue_test08": 36}.items():
         f = cache.read(TINY_KEY, vid)
         assert f.num_frames == n
         np.testing.assert_array_equal(f.frame_index, np.arange(0, n, STRIDE))
         assert f.emb.dtype == np.float16 and f.emb.shape == (len(range(0, n, STRIDE)), 64)
-        np.testing.assert_allclose(np.linalg.norm(f.emb.astype(np.float32), axis=1), 1.0, atol=2e-3)
+        # what the model outputs, not unit rows (the recipe says so): heads normalise where their method does
+        assert np.abs(np.linalg.norm(f.emb.astype(np.float32), axis=1) - 1.0).max() > 0.05
     avi = cache.read(TINY_KEY, "avenue_test21")
     np.testing.assert_allclose(avi.pts[:3], [0.0, 0.08, 0.16])  # 25 fps, every 2nd frame
     assert avi.attrs["fps"] == 25.0 and avi.attrs["width"] == 640 and avi.attrs["height"] == 360

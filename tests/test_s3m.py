@@ -185,3 +185,26 @@ def test_caption_then_s3m_on_real_footage(tmp_path):
         assert list(s.explanation) == list(answers[:, question])
     report = evaluate(store, manifest, None, EvalConfig())
     assert math.isfinite(report["micro_auc"]) and report["num_videos"] == 2
+
+
+def test_unseen_answer_rule_static_weight_and_presets(tmp_path):
+    """spa_unseen="exact" is the paper's literal reading (an answer not seen verbatim is never
+    seen); static_weight=0 is Table 2's S3M-only row: the fused score less SPA's."""
+    cache, manifest = answers_cache(tmp_path / "answers.zarr")
+    ids = manifest.ids("test")
+    exact = get_head("s3m", temporal_weight=0, sigma=0, spa_unseen="exact").fit(cache, manifest).score_videos(cache, ids)
+    for s in exact.values():
+        np.testing.assert_allclose(s.score[s.explanation == "walking slowly"], 1.0)  # a paraphrase, unseen
+        np.testing.assert_allclose(s.score[s.explanation == "riding a bike"], 1.0)
+    params = dict(SMALL, sigma=0)
+    fused = get_head("s3m", **params).fit(cache, manifest).score_videos(cache, ids)
+    spa = get_head("s3m", **params, temporal_weight=0).fit(cache, manifest).score_videos(cache, ids)
+    s3m_only = get_head("s3m", **params, static_weight=0).fit(cache, manifest).score_videos(cache, ids)
+    for vid in ids:
+        np.testing.assert_allclose(s3m_only[vid].score, fused[vid].score - spa[vid].score, atol=1e-5)
+    ped2 = get_head("s3m", preset="ped2").config
+    assert (ped2.past, ped2.future, ped2.lr, ped2.sigma, ped2.temporal_weight, ped2.input) == (10, 2, 0.5, 6.0, 0.1, "captions")
+    sht = get_head("s3m", preset="shanghaitech", sigma=3).config
+    assert (sht.past, sht.future, sht.lr, sht.sigma) == (20, 4, 5e-2, 3)
+    with pytest.raises(VadpipeError, match="unknown preset 'ucf'"):
+        get_head("s3m", preset="ucf")

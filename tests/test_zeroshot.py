@@ -41,10 +41,11 @@ def planted(tmp_path, normal: np.ndarray, directions: dict, seed=0, n=8):
 
 
 def test_default_prompts_find_frames_shifted_toward_an_anomaly_prompt(tmp_path, tiny_encoder):
-    normal, target = embed_prompts(tiny_encoder, ["ordinary activity", "dangerous behavior"], DEFAULT_TEMPLATES)
+    normal, target = embed_prompts(tiny_encoder, ["ordinary activity", "dangerous behavior"], ("{}",))
     cache, manifest = planted(tmp_path, normal, {"Fighting": target})
-    head = get_head("zeroshot").fit(cache, manifest)  # ueki-generic: the paper's three prompts
-    assert head.prompts_[3:] == list(UEKI_ANOMALY_PROMPTS)
+    head = get_head("zeroshot").fit(cache, manifest)  # ueki-generic: the paper's three prompts, cosine, no template
+    assert head.config.mode == "cosine" and head.templates_ == ["{}"]
+    assert head.prompts_ == list(UEKI_ANOMALY_PROMPTS)
     scores = head.score_videos(cache, manifest.ids())
     assert frame_auc(manifest, scores) >= 0.95
     s = scores["v0"]
@@ -59,7 +60,7 @@ def test_per_class_prompts_recognise_the_class(tmp_path, tiny_encoder):
     directions = dict(zip(classes, embed_groups(tiny_encoder, [ucf.classes[c] for c in classes], DEFAULT_TEMPLATES)))
     normal = embed_prompts(tiny_encoder, ucf.normal[:1], DEFAULT_TEMPLATES)[0]
     cache, manifest = planted(tmp_path, normal, directions, n=9)
-    head = get_head("zeroshot", prompts="ucf-crime").fit(cache, manifest)
+    head = get_head("zeroshot", mode="softmax", prompts="ucf-crime").fit(cache, manifest)
     assert head.class_texts_ == [ucf.classes[c] for c in classes]  # found by class name in the shipped set
     scores = head.score_videos(cache, manifest.ids())
     assert frame_auc(manifest, scores) >= 0.95
@@ -103,7 +104,7 @@ def test_user_prompt_file(tmp_path, tiny_encoder):
     assert pset.anomaly_prompts() == ("a fight", "people fighting", "a fire")
     normal, target = embed_prompts(tiny_encoder, ["people walking", "a fire"], ("{}", "a photo of {}"))
     cache, manifest = planted(tmp_path, normal, {"Fire": target})
-    head = get_head("zeroshot", prompts=str(path)).fit(cache, manifest)
+    head = get_head("zeroshot", mode="softmax", prompts=str(path)).fit(cache, manifest)
     assert head.prompts_ == ["people walking", "a fight", "people fighting", "a fire"]
     assert head.templates_ == ["{}", "a photo of {}"]
     np.testing.assert_allclose(head.class_emb_[0], target, atol=1e-6)  # the file's class prompt, its templates
@@ -149,6 +150,61 @@ def test_missing_or_unknown_prompt_sets(tmp_path):
         get_head("zeroshot", templates=["no placeholder"])
     with pytest.raises(VadpipeError, match="non-empty list"):
         get_head("zeroshot", anomaly_prompts=[])
+    with pytest.raises(VadpipeError, match="mode=cosine scores by the anomaly prompts alone"):
+        get_head("zeroshot", normal_prompts=["people walking"])
+    with pytest.raises(VadpipeError, match="unknown mode 'logits'"):
+        get_head("zeroshot", mode="logits")
+
+
+def test_cosine_mode_is_the_cosine_of_frame_and_prompt(tmp_path, tiny_encoder):
+    """Ueki's score, computed independently: the open_clip text tower on the bare prompt, the
+    cache's raw rows normalised by hand, their dot product (one prompt; the max over several)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    rows = [{"video_id": f"v{i}", "emb": 8 * rng.normal(size=(T, D))} for i in range(3)]
+    cache = planted_cache(tmp_path / "raw.zarr", rows, normalised=False)
+    assert cache.recipe(cache.encoders()[0])["normalised"] is False
+    manifest = Manifest([VideoEntry(f"v{i}", "x", "test", "normal", num_frames=T) for i in range(3)])
+    prompts = ["dangerous behavior", "a fire"]
+    with torch.no_grad():
+        text = tiny_encoder.model.encode_text(tiny_encoder.tokenizer(prompts)).numpy()  # (2 D), raw
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    for chosen in (prompts[:1], prompts):
+        head = get_head("zeroshot", anomaly_prompts=chosen, classes=False).fit(cache, manifest)
+        scores = head.score_videos(cache, manifest.ids())
+        for row in rows:
+            f = cache.read(head.encoder, row["video_id"]).emb.astype(np.float64)
+            assert np.abs(np.linalg.norm(f, axis=1) - 1).min() > 0.5  # raw rows, not unit
+            expected = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ text[: len(chosen)].T
+            np.testing.assert_allclose(scores[row["video_id"]].score, expected.max(axis=1), atol=1e-5)
+            assert list(scores[row["video_id"]].explanation) == [chosen[j] for j in expected.argmax(axis=1)]
+
+
+def test_class_cosines_give_uekis_per_class_auc(tmp_path, tiny_encoder):
+    """Table II as one evaluate: each class's AUC over its own videos plus the normal ones,
+    ranked by the frame's cosine to the class's name; checked against scikit-learn by hand."""
+    from sklearn.metrics import roc_auc_score
+
+    from vadpipe.evaluate import evaluate
+    from vadpipe.evaluate.run import EvalConfig
+
+    classes = ["Arson", "Fighting", "RoadAccidents"]
+    directions = dict(zip(classes, embed_prompts(tiny_encoder, ["arson", "fighting", "road accidents"], ("{}",))))
+    normal = embed_prompts(tiny_encoder, ["people walking"], ("{}",))[0]
+    cache, manifest = planted(tmp_path, normal, directions, n=12)
+    head = get_head("zeroshot", class_sets=[]).fit(cache, manifest)
+    assert head.class_texts_ == [("arson",), ("fighting",), ("road accidents",)]
+    scores = head.score_videos(cache, manifest.ids())
+    report = evaluate(scores, manifest, config=EvalConfig(plots=False))
+    per_class = {c["class"]: c["subset_auc"] for c in report["recognition"]["classes"]}
+    for j, c in enumerate(classes):
+        vids = [e.video_id for e in manifest if e.label in (c, "normal")]
+        y = np.concatenate([manifest[v].frame_labels(T) for v in vids])
+        p = np.concatenate([scores[v].class_probs[:, j] for v in vids])
+        assert per_class[c] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert per_class[c] >= 0.95
+    assert report["recognition"]["subset_mauc"] == pytest.approx(np.mean(list(per_class.values())))
 
 
 def test_coca_text_path(tmp_path):
@@ -175,16 +231,16 @@ def test_coca_text_path(tmp_path):
     head = get_head("zeroshot").fit(cache, manifest)
     assert head.encoder == key
     s = head.score_videos(cache, ["clip"])["clip"]
-    assert s.score.shape == (4,) and np.all((s.score >= 0) & (s.score <= 1))
+    assert s.score.shape == (4,) and np.all((s.score >= -1) & (s.score <= 1))  # cosines
     assert s.class_probs.shape == (4, 1) and set(s.explanation) <= set(head.prompts_)
 
     # the stored prompt embeddings are CoCa's own text latent (CLS token appended, 76-token context)
     coca = load_clip(key)
     assert type(coca.model).__name__ == "CoCa" and coca.model.context_length == 76
-    texts = [t.format(p) for p in load_prompt_set("ueki-generic").normal[:1] for t in DEFAULT_TEMPLATES]
+    texts = list(load_prompt_set("ueki-generic").anomaly[:1])  # no template in cosine mode
     with torch.no_grad():
         tokens = coca.tokenizer(texts)
-        assert tokens.shape == (2, 76)
+        assert tokens.shape == (1, 76)
         latent, _ = coca.model.text(tokens)  # (pooled CLS latent, token embeddings)
     latent = torch.nn.functional.normalize(latent, dim=-1).mean(0)
     np.testing.assert_allclose(head.prompt_emb_[0], (latent / latent.norm()).numpy(), atol=1e-5)

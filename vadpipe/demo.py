@@ -17,7 +17,8 @@ from vadpipe.runs import score_run, train_head
 from vadpipe.synth import make_demo_dataset
 
 DEFAULT_ENCODER = "ViT-B-32:openai"
-SCENE_PROMPTS = {
+SCENE_PROMPTS = {  # vadpipe's normal-vs-anomaly softmax: the demo scene has a normal description to weigh against
+    "mode": "softmax",
     "normal_prompts": ["people walking on a footpath", "a quiet park with a footpath", "pedestrians on a path"],
     "anomaly_prompts": ["a car driving on a footpath", "a fire", "a person walking on the grass", "a person running"],
 }

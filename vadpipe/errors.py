@@ -31,3 +31,19 @@ def one_line(exc, limit: int | None = None) -> str:
 def json_error(path, exc) -> VadpipeError:
     """The one message for a file that is not valid JSON: ``PATH:LINE: not valid JSON (why)``."""
     return VadpipeError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")
+
+
+def read_json(path, missing: str = "not found"):
+    """The JSON content of ``path``; a missing file (``PATH: missing``), an unreadable one or
+    one that is not valid JSON (:func:`json_error`) is one line naming it."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VadpipeError(f"{path}: {missing}") from None
+    except json.JSONDecodeError as exc:
+        raise json_error(path, exc) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VadpipeError(f"{path}: cannot read ({one_line(exc)})") from None

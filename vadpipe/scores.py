@@ -8,11 +8,11 @@ Layout::
         frame_index int64[T]      sampled source frames
         score       float64[T]    anomaly score per sampled frame
         class_probs float64[T, C] per-class probabilities (heads that recognise classes)
+        explanation int32[T]      index into explanation_vocab (heads that explain)
 
 Scores are stored in float64, whatever precision a head computes in, so scores a user
 brings (peers' float64 outputs: PSNRs, LAVAD's JSON) keep every distinct value; a float32
 store would turn close values into ties and move an AUC (by 3.8e-5 in a constructed case).
-        explanation int32[T]      index into explanation_vocab (heads that explain)
 """
 
 from __future__ import annotations

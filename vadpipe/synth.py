@@ -155,10 +155,12 @@ def make_demo_dataset(
     num_frames: int = 150,
     fps: int = 25,
     seed: int = 0,
+    num_train_anomalous: int = 0,
 ) -> Manifest:
     """Write a small synthetic dataset under ``root`` and return (and save) its manifest.
 
-    Train: ``num_train`` normal clips. Test: ``num_test_per_kind`` clips per anomaly kind,
+    Train: ``num_train`` normal clips, and ``num_train_anomalous`` clips per anomaly kind
+    labelled with the kind and no interval (weak supervision). Test: ``num_test_per_kind`` clips per anomaly kind,
     each anomalous over a contiguous interval of about a third of the clip, plus
     ``num_test_normal`` normal clips. The manifest is written to ``root/manifest.csv``.
     """
@@ -169,6 +171,14 @@ def make_demo_dataset(
         vid = f"train_{i:03d}"
         write_video(root / "videos" / f"{vid}.mp4", render_clip(num_frames, seed * 1000 + i), fps)
         entries.append(VideoEntry(vid, f"videos/{vid}.mp4", "train", "normal", fps=float(fps), num_frames=num_frames))
+    for kind in ANOMALY_KINDS:
+        for i in range(num_train_anomalous):
+            vid = f"train_{kind}_{i:03d}"
+            start = int(rng.integers(num_frames // 5, num_frames // 2))
+            frames = render_clip(num_frames, seed * 1000 + 300 + 10 * i + ANOMALY_KINDS.index(kind), kind,
+                                 (start, min(num_frames, start + num_frames // 3)))
+            write_video(root / "videos" / f"{vid}.mp4", frames, fps)
+            entries.append(VideoEntry(vid, f"videos/{vid}.mp4", "train", kind, fps=float(fps), num_frames=num_frames))
     k = 0
     for kind in ANOMALY_KINDS:
         for _ in range(num_test_per_kind):

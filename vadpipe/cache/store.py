@@ -8,7 +8,8 @@ Layout (ARCHITECTURE.md §2), the same tree in Zarr v3 (default, a directory) an
     /<encoder_key>/<video_id>/     attrs: done (written last), fps, num_frames, width, height, source
         frame_index   int64[T]     source frame (0-based) of each sampled frame
         pts           float64[T]   its time in seconds (NaN for frame folders without fps)
-        emb           float16[T, D] L2-normalised embeddings (image encoders)
+        emb           float16[T, D] image embeddings as the model outputs them (recipe
+                                    ``normalised: false``; unit rows in caches of vadpipe 0.2)
         text          str[T, Q]     captioners: one answer per question
         text_emb      float16[T, Q, D] captioners: CLIP text embedding of each answer
 
@@ -48,7 +49,7 @@ EMB_CHUNK_FRAMES = 4096
 DONE, FAILED, INCOMPLETE = "done", "failed", "incomplete"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 IMAGE, CAPTIONER = "image", "captioner"  # kinds of encoder groups (a recipe's "kind")
-RECIPE_FIELDS = ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling")
+RECIPE_FIELDS = ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling", "normalised")
 
 
 def is_hdf5(path: str | Path) -> bool:
@@ -154,8 +155,13 @@ class FeatureCache:
         return self.keys(kind=IMAGE)
 
     def recipe(self, key: str) -> dict:
+        """The encoder group's recipe. An image group of vadpipe 0.2, which stored L2-normalised
+        rows and did not say so, reads ``normalised: True``."""
         self._require_encoder(key)
-        return self._backend.attrs(key)
+        recipe = self._backend.attrs(key)
+        if recipe.get("kind", IMAGE) == IMAGE and "normalised" not in recipe:
+            recipe["normalised"] = True
+        return recipe
 
     def _require_encoder(self, key: str) -> None:
         if not self._backend.has(key):
@@ -167,7 +173,7 @@ class FeatureCache:
         check_node_name(key, "encoder key")
         recipe = _jsonable(recipe)
         if not self._backend.create_group_once(key, recipe):
-            difference = recipe_difference(self._backend.attrs(key), recipe, RECIPE_FIELDS + ("precision",))
+            difference = recipe_difference(self.recipe(key), recipe, RECIPE_FIELDS + ("precision",))
             if difference:
                 field_name, old, new = difference
                 raise VadpipeError(

@@ -159,7 +159,7 @@ def import_npy(
     manifest: Manifest,
     snippet: int = 1,
     crop: str = "mean",
-    normalise: bool = True,
+    normalise: bool = False,
 ) -> ImportSummary:
     """Import peers' released per-video ``.npy`` features as if featurize had written them.
 
@@ -168,7 +168,10 @@ def import_npy(
     ``snippet`` frames. Rows become frame indices 0, F, 2F, ...; ``crop`` = ``mean`` averages
     the crops, an integer picks one. ``num_frames`` comes from the manifest, else ``T * F``.
     When ``encoder_key`` names an open_clip model (``ViT-B-16:openai``, ``vadpipe-tiny``) the
-    recipe records it, so heads that need the text tower can use it. Files are loaded with
+    recipe records it, so heads that need the text tower can use it. Rows are kept as given
+    (``normalise``: scaled to unit length), and the recipe records whether they are unit
+    length (``normalised``), as featurize's does: the first imported file decides, and a later
+    file that differs is refused (one key holds one geometry). Files are loaded with
     ``allow_pickle=False``; a bad file is recorded as failed (in its cache group when the
     encoder's subtree exists, and in ``CACHE.failures.jsonl`` with stage ``import``, as
     featurize does) and the others go on. A later import into the same key may come from
@@ -184,9 +187,10 @@ def import_npy(
     summary = ImportSummary()
     failed: list[tuple] = []
     with FeatureCache(cache_path, mode="a") as cache:
-        if key in cache.encoders():  # a later import: same recipe (dim included), or a clear error
-            if recipe.get("dim") is None:
-                recipe["dim"] = cache.recipe(key).get("dim")
+        if key in cache.encoders():  # a later import: same recipe (dim, geometry), or a clear error
+            known = cache.recipe(key)
+            recipe["dim"] = known.get("dim") if recipe.get("dim") is None else recipe["dim"]
+            recipe["normalised"] = known.get("normalised") if not normalise else True
             cache.ensure_encoder(key, recipe)
         for entry in manifest:
             if cache.is_done(key, entry.video_id):
@@ -203,6 +207,16 @@ def import_npy(
             if emb.shape[1] != recipe["dim"]:
                 failed.append((entry, file, f"{file}: feature dim {emb.shape[1]} != {recipe['dim']}"))
                 continue
+            if normalise:
+                emb = l2_normalize(emb)
+            unit = bool(np.all(np.abs(np.linalg.norm(emb, axis=1) - 1) <= NORM_TOLERANCE))
+            if recipe.get("normalised") is None:
+                recipe["normalised"] = unit
+            if unit != recipe["normalised"]:
+                have = "unit" if recipe["normalised"] else "not unit"
+                failed.append((entry, file, f"{file}: rows are {'' if unit else 'not '}unit length, the key's are "
+                                            f"{have} (--normalise makes every file's unit)"))
+                continue
             T = len(emb)
             index = np.arange(T, dtype=np.int64) * snippet
             if entry.num_frames and index[-1] >= entry.num_frames:
@@ -213,8 +227,6 @@ def import_npy(
             num_frames = entry.num_frames or T * snippet
             fps = entry.fps
             pts = index / fps if fps else np.full(T, math.nan)
-            if normalise:
-                emb = l2_normalize(emb)
             attrs = {"num_frames": int(num_frames), "fps": fps, "num_samples": T,
                      "source": {"path": str(file), "size": file.stat().st_size}, "imported": True}
             cache.write_video(key, entry.video_id, index, pts, emb.astype(np.float16), attrs)
@@ -238,7 +250,7 @@ def _import_recipe(encoder_key: str, npy_dir: Path, snippet: int, crop: str, nor
         "imported": True,
         "import_source": str(npy_dir.resolve()),
         "sampling": {"mode": "imported", "snippet_len": snippet, "crop": crop},
-        "normalised": normalise,
+        "normalised": True if normalise else None,  # None: the first file tells
         "vadpipe_version": __version__,
         "dim": None,
     }

@@ -20,6 +20,8 @@ manifest_app = typer.Typer(no_args_is_help=True, help="Build manifests (the tabl
 app.add_typer(manifest_app, name="manifest")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect, check, merge, import and export feature caches.")
 app.add_typer(cache_app, name="cache")
+recipes_app = typer.Typer(no_args_is_help=True, help="Paper table rows as one command each: list, show, run.")
+app.add_typer(recipes_app, name="recipes")
 
 
 def user_errors(fn):

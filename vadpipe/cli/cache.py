@@ -67,7 +67,7 @@ def cache_import_cmd(
     manifest: Path = typer.Option(..., "--manifest"),
     snippet: int = typer.Option(1, "--snippet", help="Frames per row of the .npy files (16 for snippet features)."),
     crop: str = typer.Option("mean", "--crop", help="For (T, crops, D) files: mean or a crop index."),
-    normalise: bool = typer.Option(True, "--normalise/--no-normalise", help="L2-normalise rows (CLIP features)."),
+    normalise: bool = typer.Option(False, "--normalise/--no-normalise", help="Scale rows to unit length (default: keep them as given; the recipe says whether they are)."),
 ):
     """Import peers' released per-video .npy features (AnomalyCLIP / VadCLIP / RTFM layouts)."""
     from vadpipe.cache.tools import import_npy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -41,6 +41,7 @@ def featurize(
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Keep videos whose decode came up short."),
     failures_log: Optional[Path] = typer.Option(None, "--failures-log", help="Default: CACHE.failures.jsonl"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="Only the videos of this split (train, test); repeatable."),
     captioner: Optional[str] = typer.Option(
         None, "--captioner", help="Then answer questions about each sampled frame with this BLIP-2 (hub id or local folder)."
     ),
@@ -87,11 +88,14 @@ def featurize(
             return
         if captioner is not None:
             raise VadpipeError("--captioner runs in a plain local run or with --emit-sbatch; not yet with --shards / --executor slurm")
+        if split:
+            raise VadpipeError("--split runs in a plain local run; for --shards / --executor slurm write a manifest of that split")
         _featurize_array(manifest, cache, config, shards, executor_options)
         return
     videos = load_manifest(manifest)
+    ids = [e.video_id for e in videos if e.split in split] if split else None
     show = progress and sys.stderr.isatty()
-    summaries = [run_featurize(videos, cache, config, progress=show)]
+    summaries = [run_featurize(videos, cache, config, progress=show, video_ids=ids)]
     typer.echo(f"{summaries[0].encoder_key} -> {cache}: {summaries[0].line()}")
     if captioner is not None:
         from vadpipe.featurize.captioner import DEFAULT_QUESTIONS, caption, load_questions
@@ -100,6 +104,7 @@ def featurize(
             videos, cache, captioner, summaries[0].encoder_key,
             questions=load_questions(questions) if questions else DEFAULT_QUESTIONS, batch_size=batch_size,
             device=device, shard=shard, num_shards=num_shards, failures_log=config.failures_log, progress=show,
+            video_ids=ids,
         ))
         typer.echo(f"{summaries[1].encoder_key} -> {cache}: {summaries[1].line()}")
     failed = [rec for summary in summaries for rec in summary.failed]

@@ -1,4 +1,4 @@
-"""``vadpipe train``, ``vadpipe score`` and ``vadpipe heads``."""
+"""``vadpipe train``, ``vadpipe score``, ``vadpipe heads`` and ``vadpipe convert``."""
 
 from __future__ import annotations
 
@@ -101,3 +101,25 @@ def heads():
 
     for name in list_heads():
         typer.echo(name)
+
+
+@app.command()
+@user_errors
+def convert(
+    head: str = typer.Argument(..., help="Whose checkpoint: anomalyclip."),
+    checkpoint: Path = typer.Argument(..., help="The authors' released last.ckpt."),
+    ncentroid: Path = typer.Option(..., "--ncentroid", help="Their ncentroid.pt (the normality prototype)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder to write."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="ucf_crime, shanghaitech or xd_violence: the class list and preset."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names in the authors' id order, Normal included."),
+    encoder: str = typer.Option("ViT-B-16:openai", "--encoder", help="Cache encoder key the run scores."),
+    model: str = typer.Option("ViT-B-16", "--model", help="open_clip architecture of the checkpoint's text tower."),
+):
+    """Turn an author-released checkpoint into a run folder that `vadpipe score` reads."""
+    if head != "anomalyclip":
+        raise VadpipeError(f"convert: checkpoints of {head!r} are not known (known: anomalyclip)")
+    from vadpipe.heads.anomalyclip.checkpoint import convert_checkpoint
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    run = convert_checkpoint(checkpoint, ncentroid, output, dataset=dataset, classes=names, encoder=encoder, model=model)
+    typer.echo(f"converted {checkpoint} to {run}")

@@ -58,9 +58,10 @@ def manifest_ucf_crime(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS,
 @user_errors
 def manifest_shanghaitech(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, output: Path = _OUTPUT,
                           split: str = typer.Option("one-class", help="one-class (330/107) or weak (Zhong et al.: 238/199)."),
-                          cross_scene: Optional[str] = typer.Option(None, help="TRAIN_SCENES:TEST_SCENES, e.g. 01,02:03,04.")):
-    """ShanghaiTech Campus: one-class or weakly-supervised split, optional cross-scene."""
-    _save_benchmark("shanghaitech", annotations, videos, output, split=split, cross_scene=cross_scene)
+                          cross_scene: Optional[str] = typer.Option(None, help="TRAIN_SCENES:TEST_SCENES, e.g. 01,02:03,04."),
+                          classes: Optional[str] = typer.Option(None, help="semantic: the 17 anomaly classes of the dataset authors' annotation (AnomalyCLIP's mAUC), or a JSON file in its layout.")):
+    """ShanghaiTech Campus: one-class or weakly-supervised split, optional cross-scene and classes."""
+    _save_benchmark("shanghaitech", annotations, videos, output, split=split, cross_scene=cross_scene, classes=classes)
 
 
 @manifest_app.command("xd_violence")

@@ -12,15 +12,15 @@
   chosen (split, ground truth), the conventions and the standard metrics (``protocol``,
   headline first).
 
-=================  ==========================  ================================
-dataset            options                     protocol
-=================  ==========================  ================================
-``ucf_crime``      ``end``                     micro AUC
-``shanghaitech``   ``split``, ``cross_scene``  micro AUC, macro AUC
-``xd_violence``    --                          AP
-``avenue``         ``gt``                      micro AUC, macro AUC
-``ped2``           ``gt``                      micro AUC, macro AUC
-=================  ==========================  ================================
+=================  =======================================  ================================
+dataset            options                                  protocol
+=================  =======================================  ================================
+``ucf_crime``      ``end``                                  micro AUC
+``shanghaitech``   ``split``, ``cross_scene``, ``classes``  micro AUC, macro AUC
+``xd_violence``    --                                       AP
+``avenue``         ``gt``                                   micro AUC, macro AUC
+``ped2``           ``gt``                                   micro AUC, macro AUC
+=================  =======================================  ================================
 """
 
 from __future__ import annotations

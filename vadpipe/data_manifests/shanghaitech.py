@@ -10,6 +10,19 @@ Files read (official names, in one folder):
   set (all normal). Together they hold all 330 original training ids.
 
 Video ids are the dataset's own (``01_0014``, ``01_001``); ``scene`` = the first two digits.
+
+Anomaly classes (``classes="semantic"``): the dataset authors' semantic annotation gives
+every anomalous frame of the 107 original test videos one of 17 classes (chasing, vehicle,
+jumping, ...) -- the classes AnomalyCLIP's ShanghaiTech recognition (Table 1 mAUC) is
+computed on. vadpipe ships it (``data/shanghaitech_semantic.json``, from svip-lab/MLEP, the
+dataset authors' repository; 1-based inclusive frame ranges). With it, an anomalous
+video's label is its class and a test video's ground truth becomes its class intervals
+(their union is checked against the frame mask, frame for frame). Six videos hold two or
+more classes (03_0035, 04_0001, 07_0007 and 10_0075 in the weak training split; 04_0012
+and 05_0023 in its test split): a test video's frames keep each their own class; a video's
+label -- all a weakly-supervised head sees of a training video -- is the class with the
+most frames (the earlier name on a tie). Which class AnomalyCLIP's authors gave those six
+is not published; this is vadpipe's rule.
 """
 
 from __future__ import annotations
@@ -29,10 +42,11 @@ from vadpipe.data_manifests._annotations import (
     read_unique_names,
     videos_root,
 )
-from vadpipe.data_manifests.schema import NORMAL, Manifest, VideoEntry, load_mask
-from vadpipe.errors import VadpipeError
+from vadpipe.data_manifests.schema import NORMAL, Interval, Manifest, VideoEntry, load_mask
+from vadpipe.errors import VadpipeError, read_json
 
 SPLITS = ("one-class", "weak")
+SEMANTIC = Path(__file__).resolve().parent / "data" / "shanghaitech_semantic.json"
 _ID_RE = re.compile(r"^(\d{2})_(\d{3}|\d{4})$")
 
 
@@ -41,6 +55,7 @@ def build_shanghaitech(
     videos: str | Path,
     split: str = "one-class",
     cross_scene: str | None = None,
+    classes: str | Path | None = None,
 ) -> Manifest:
     """ShanghaiTech manifest for the one-class or the weakly-supervised protocol.
 
@@ -61,6 +76,11 @@ def build_shanghaitech(
 
     ``cross_scene="01,02:03,04"``: train keeps only scenes 01 and 02, test only 03 and 04
     (the two sides must not share a scene).
+
+    ``classes``: ``None`` -- anomalous videos are labelled ``anomaly``; ``"semantic"`` -- the
+    17 classes of the shipped semantic annotation (module docstring); or the path of a JSON
+    file in the same layout (``{"videos": {id: {"length": n, "classes": {name: [[s, e], ...]}}}}``,
+    1-based inclusive; MLEP's original, keyed ``"0001"``, is read too).
 
     Layout (the official download: training set as videos, test set as frame folders):
     original test ids -> ``<videos>/testing/frames/<id>``; original training ids ->
@@ -97,8 +117,9 @@ def build_shanghaitech(
         train_ids = _in_scenes(train_ids, scenes[0], "train")
         test_ids = _in_scenes(test_ids, scenes[1], "test")
 
-    entries = [_entry(i, "train", root, masks) for i in train_ids]
-    entries += [_entry(i, "test", root, masks) for i in test_ids]
+    semantic = _read_semantic(classes, masks) if classes is not None else None
+    entries = [_entry(i, "train", root, masks, semantic) for i in train_ids]
+    entries += [_entry(i, "test", root, masks, semantic) for i in test_ids]
     meta = benchmark_meta(
         "shanghaitech",
         folder,
@@ -107,6 +128,7 @@ def build_shanghaitech(
         source_convention="test_frame_mask/<id>.npy: one 0/1 value per frame, 0-based",
         split=split,
         cross_scene=None if scenes is None else {"train": scenes[0], "test": scenes[1]},
+        **({} if classes is None else {"classes": str(classes)}),
     )
     return Manifest(entries, meta=meta)
 
@@ -146,7 +168,51 @@ def _mask_files(folder: Path) -> dict[str, Path]:
     return masks
 
 
-def _entry(video_id: str, split: str, root: Path, masks: dict[str, Path]) -> VideoEntry:
+def _read_semantic(classes: str | Path, masks: dict[str, Path]) -> dict[str, list[Interval]]:
+    """``{video_id: [Interval(start, end, class), ...]}`` (0-based, end exclusive, by start) of
+    the semantic annotation, every video's intervals checked against its frame mask."""
+    path = SEMANTIC if str(classes) == "semantic" else Path(classes)
+    data = read_json(path, "ShanghaiTech class file not found (classes: 'semantic' or a JSON path)")
+    videos = data.get("videos", data) if isinstance(data, dict) else None
+    if not isinstance(videos, dict):
+        raise VadpipeError(f"{path}: expected an object of videos")
+    by_number = {i.split("_")[1]: i for i in masks}
+    out = {}
+    for key, value in videos.items():
+        video_id = key if key in masks else by_number.get(key)
+        where = f"{path}: video {key!r}"
+        if video_id is None:
+            raise VadpipeError(f"{where}: not a ShanghaiTech test video with a frame mask")
+        spans = value.get("classes") if "classes" in value else (value.get("anomalies") or [{}])[0]
+        try:
+            intervals = sorted((Interval(int(s) - 1, int(e), str(name)) for name, pairs in spans.items()
+                                for s, e in pairs), key=lambda iv: (iv.start, iv.label))
+        except (TypeError, ValueError, AttributeError):
+            raise VadpipeError(f"{where}: classes must map names to [[start, end], ...] frame ranges") from None
+        mask = load_mask(masks[video_id])
+        union = np.zeros(len(mask), bool)
+        for iv in intervals:
+            if not 0 <= iv.start < iv.end <= len(mask):
+                raise VadpipeError(f"{where}: {iv.label} frames {iv.start + 1}-{iv.end} outside its {len(mask)} frames")
+            union[iv.start:iv.end] = True
+        bad = np.flatnonzero(union != mask.astype(bool))
+        if len(bad):
+            raise VadpipeError(f"{where}: the class intervals and the frame mask disagree at frame {bad[0] + 1} "
+                               f"(1-based) and {len(bad) - 1} other(s)")
+        out[video_id] = intervals
+    return out
+
+
+def _main_class(intervals: list[Interval]) -> str:
+    """The class with the most frames (the earlier name on a tie): a video's one label."""
+    frames: dict[str, int] = {}
+    for iv in intervals:
+        frames[iv.label] = frames.get(iv.label, 0) + iv.end - iv.start
+    return min(frames, key=lambda c: (-frames[c], c))
+
+
+def _entry(video_id: str, split: str, root: Path, masks: dict[str, Path],
+           semantic: dict[str, list[Interval]] | None = None) -> VideoEntry:
     if not _from_test_set(video_id):
         path = pick_path(root, f"training/videos/{video_id}.avi", f"training/frames/{video_id}")
         return VideoEntry(
@@ -157,12 +223,19 @@ def _entry(video_id: str, split: str, root: Path, masks: dict[str, Path]) -> Vid
             scene=_scene(video_id),
         )
     mask = load_mask(masks[video_id])
+    label = ANOMALY if np.any(mask) else NORMAL
+    intervals = semantic.get(video_id) if semantic is not None and label != NORMAL else None
+    if semantic is not None and label != NORMAL and not intervals:
+        raise VadpipeError(f"{masks[video_id]}: anomalous, but the class file has no classes for {video_id}")
+    if intervals:
+        label = _main_class(intervals)
     return VideoEntry(
         video_id=video_id,
         path=str(root / "testing" / "frames" / video_id),
         split=split,
-        label=ANOMALY if np.any(mask) else NORMAL,
-        mask_path=str(masks[video_id]) if split == "test" else None,
+        label=label,
+        intervals=tuple(intervals) if intervals and split == "test" else (),
+        mask_path=str(masks[video_id]) if split == "test" and not intervals else None,
         num_frames=int(mask.shape[0]),
         scene=_scene(video_id),
     )

@@ -69,13 +69,13 @@ class ClipEncoder:
         }
 
     def encode_images(self, batch) -> np.ndarray:
-        """``uint8 (B, 3, s, s)`` -> L2-normalised ``float16[B, D]``."""
+        """``uint8 (B, 3, s, s)`` -> the model's image features as it outputs them, ``float16[B, D]``
+        (not L2-normalised: methods that need unit vectors normalise, others keep the norm)."""
         import torch
 
         with torch.inference_mode():
             x = self.preprocessing.normalize(batch, self.dtype, self.device)
             feats = self.model.encode_image(x).float()  # (B D)
-            feats = torch.nn.functional.normalize(feats, dim=-1)
         return feats.cpu().numpy().astype(np.float16)
 
     def encode_text(self, texts: list[str], batch_size: int = 256) -> np.ndarray:

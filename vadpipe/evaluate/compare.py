@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vadpipe.errors import VadpipeError, json_error, output_dir
+from vadpipe.errors import VadpipeError, output_dir, read_json
 from vadpipe.evaluate.protocol import METRIC_LABELS, VARIANT_KEYS, describe_variant, format_value
 from vadpipe.evaluate.report import fmt, jsonable, md_row, protocol_line, table_metrics
 
@@ -26,12 +26,7 @@ def load_report(path: str | Path) -> dict:
             f"{path}: is a scores store, not a report folder; evaluate it first "
             "(vadpipe evaluate SCORES --manifest MANIFEST -o REPORT_DIR) and compare the report folders"
         )
-    try:
-        report = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise VadpipeError(f"{file}: report not found (expected a folder written by `vadpipe evaluate`)") from None
-    except json.JSONDecodeError as exc:
-        raise json_error(file, exc) from None
+    report = read_json(file, "report not found (expected a folder written by `vadpipe evaluate`)")
     if not isinstance(report, dict) or "protocol" not in report or "videos" not in report:
         raise VadpipeError(f"{file}: not a vadpipe evaluation report (re-run `vadpipe evaluate` to refresh it)")
     return report
@@ -43,14 +38,21 @@ def _run_names(paths: list[Path]) -> list[str]:
 
 
 def _differences(a: dict, b: dict) -> list[str]:
+    from vadpipe.evaluate.conventions import CONVENTIONS
+
     pa, pb = a["protocol"], b["protocol"]
     out = []
+    conv_a, conv_b = pa.get("convention", "vadpipe"), pb.get("convention", "vadpipe")
+    # a convention with its own end rule for the dataset reads both manifests the same way
+    own_end = conv_a == conv_b and conv_a in CONVENTIONS and \
+        pa["variant"].get("dataset") in CONVENTIONS[conv_a].end_offsets
     for key in VARIANT_KEYS:
+        if key == "end" and own_end:
+            continue
         va, vb = pa["variant"].get(key, "not recorded"), pb["variant"].get(key, "not recorded")
         if va != vb:
             label = "ground truth" if key in ("gt", "end") else key
             out.append(f"{label} ({key}={format_value(va)} vs {format_value(vb)})")
-    conv_a, conv_b = pa.get("convention", "vadpipe"), pb.get("convention", "vadpipe")
     if conv_a != conv_b:
         out.append(f"evaluation convention ({conv_a} vs {conv_b}: another frame set, end rule or AP)")
     if pa["split"] != pb["split"]:

@@ -25,6 +25,10 @@ convention     frames of a video (n)       interval end         AP           nor
   given as intervals is read on the padded frames too, a per-frame mask is padded with its
   last label (RTFM's ``make_gt_sh.py``). MNAD predicts frame t from frames t-4..t-1, so its
   first 4 frames have no score and are left out.
+* **Unverified**: XD-Violence ends under ``lavad`` / ``anomalyclip`` and the XD-Violence video
+  class under ``anomalyclip`` rest on annotation files those peers did not publish; RTFM's
+  UCF-Crime frame count on its unpublished ``gt-ucf.npy``. They are vadpipe's reading of the
+  code (``docs/evaluation.md``, "What could not be checked").
 * **Interval ends** apply to the annotation files whose ends the peers read differently:
   UCF-Crime's ``Temporal_Anomaly_Annotation.txt`` and XD-Violence's ``annotations.txt``
   (``s e`` pairs, 0-based). VadCLIP and XDVioDet mark ``gt[s:e]``; RTFM ``range(s, e + 1)``;

@@ -23,7 +23,7 @@ METRIC_LABELS = {
 DETECTION_METRICS = ("micro_auc", "macro_auc", "ap")
 RECOGNITION_METRICS = ("mauc", "map")
 DEFAULT_HEADLINE = ("micro_auc",)
-VARIANT_KEYS = ("dataset", "split", "gt", "end", "cross_scene")
+VARIANT_KEYS = ("dataset", "split", "gt", "end", "cross_scene", "classes", "train_dataset")
 """Manifest meta keys that change the ground truth or the video set: runs must agree on them."""
 
 

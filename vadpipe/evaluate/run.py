@@ -13,7 +13,7 @@ from vadpipe.evaluate.conventions import end_shift, get_convention
 from vadpipe.evaluate.frames import convention_scores, ground_truth
 from vadpipe.evaluate.metrics import VideoResult, expand, frame_metrics, smooth
 from vadpipe.evaluate.protocol import headline_of, variant_of
-from vadpipe.evaluate.recognition import match_classes, recognition_metrics
+from vadpipe.evaluate.recognition import class_subsets, match_classes, recognition_metrics
 from vadpipe.evaluate.report import INTERVAL_CONVENTION, format_table, write_report
 from vadpipe.scores import InMemoryScores, ScoresStore
 
@@ -115,6 +115,13 @@ def evaluate(scores: str | Path | dict, manifest: Manifest, out_dir: str | Path 
     headline, headline_source = headline_of(manifest.meta, where)
     convention = get_convention(config.convention)
     results = collect_results(store, manifest, config)
+    dataset = (manifest.meta or {}).get("dataset")
+    interval_rule = INTERVAL_CONVENTION
+    if dataset in convention.end_offsets:  # the convention's own end rule, not the manifest's
+        inclusive = convention.end_offsets[dataset] == 1
+        interval_rule = (f"{convention.name}'s rule for {dataset}: an annotated pair s e covers frames "
+                         f"{'s..e (s <= f <= e)' if inclusive else 's..e-1 ([s, e))'}; "
+                         f"the manifest's ends moved by {end_shift(convention, manifest.meta, where):+d}")
     values, metrics, recognition = _metrics(results, convention, manifest, store)
     baseline = None
     if convention.name != "vadpipe":
@@ -139,7 +146,7 @@ def evaluate(scores: str | Path | dict, manifest: Manifest, out_dir: str | Path 
             "expansion": config.expansion,
             "smoothing_sigma": config.sigma,
             "split": config.split,
-            "interval_convention": INTERVAL_CONVENTION,
+            "interval_convention": interval_rule,
             "manifest_meta": manifest.meta,
         },
         "recognition": recognition,
@@ -184,10 +191,18 @@ def _metrics(results: list[VideoResult], convention, manifest: Manifest, store: 
         if not np.isfinite(probs).all():
             bad = [r.video_id for r in results if not np.isfinite(r.class_probs).all()]
             raise VadpipeError(f"{store.path}: non-finite class probabilities in video(s): {', '.join(bad[:5])}")
+        classes = manifest.anomaly_classes
         recognition = recognition_metrics(
-            np.concatenate([r.class_targets for r in results]), probs, manifest.anomaly_classes,
+            np.concatenate([r.class_targets for r in results]), probs, classes,
             drop_zero_auc=convention.drop_zero_auc,
+            subsets=class_subsets([(r.label, r.class_targets) for r in results], classes),
         ).as_dict()
+        if convention.video_label_classes or convention.drop_zero_auc:
+            recognition["definition"] += (
+                f"; under --convention {convention.name}: "
+                + ("every anomalous frame carries its video's class (no overlaps)" if convention.video_label_classes else "")
+                + (", a class whose AUC or AP is exactly 0 is left out of the mean" if convention.drop_zero_auc else "")
+            )
     values = {
         "micro_auc": metrics.micro_auc,
         "macro_auc": metrics.macro_auc,

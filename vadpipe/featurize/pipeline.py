@@ -80,6 +80,7 @@ def featurize(
         **encoder.recipe(),
         "precision": precision,
         "sampling": config.sampling.as_dict(),
+        "normalised": False,  # rows are the model's output; readers normalise where their method does
         "vadpipe_version": __version__,
     }
     cache_path = shard_cache_path(cache_path, config.shard, config.num_shards)

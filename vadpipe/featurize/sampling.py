@@ -8,8 +8,8 @@ every sampled frame:
   by the frames' own timestamps (so variable-frame-rate files are sampled evenly in time);
 * ``snippets`` -- N snippets of F consecutive frames with uniformly spaced starts
   (``round(linspace(0, n - F, N))``), or with ``num=0`` every non-overlapping snippet of F
-  frames (the 16-frame snippets of RTFM/AnomalyCLIP-style features). With ``mean=True``
-  the F embeddings of a snippet are averaged (and renormalised) into one row whose
+  frames (the 16-frame snippets of RTFM-style features). With ``mean=True`` the F
+  embeddings of a snippet are averaged (the raw mean, as the frames are stored) into one row whose
   ``frame_index`` is the snippet's first frame. Needs the frame count up front: it is
   counted from the container's packets before decoding (cheap: no decoding).
 
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from vadpipe.errors import VadpipeError
-from vadpipe.vectors import l2_normalize
 
 MODES = ("stride", "fps", "snippets")
 
@@ -127,10 +126,10 @@ def snippet_starts(num_frames: int, num_snippets: int, snippet_len: int) -> np.n
 
 
 def pool_snippets(frame_index: np.ndarray, emb: np.ndarray, starts: np.ndarray, snippet_len: int):
-    """Mean of each snippet's frame embeddings, renormalised: ``(starts, float16[N, D])``."""
+    """Mean of each snippet's frame embeddings: ``(starts, float16[N, D])``."""
     rows = []
     pos = {int(f): i for i, f in enumerate(frame_index)}
     for s in starts:
         idx = [pos[f] for f in range(int(s), int(s) + snippet_len) if f in pos]
-        rows.append(l2_normalize(emb[idx].astype(np.float32).mean(axis=0)))
+        rows.append(emb[idx].astype(np.float32).mean(axis=0))
     return np.asarray(starts, dtype=np.int64), np.stack(rows).astype(np.float16)

@@ -18,6 +18,16 @@ What the base class owns:
   (model, questions, prompt, generation); scoring a cache whose group under the same key has
   another recipe is refused with a message naming the differing field (a temporal head
   scored at another stride would give silently wrong numbers).
+* **geometry** -- featurize stores the model's raw image features (recipe ``normalised:
+  false``); caches of vadpipe 0.2 hold unit rows (``normalised: true``). A head says how it
+  reads them (``geometry``): ``"unit"`` (default) -- rows scaled to unit length on read, so a
+  raw group and a 0.2 group of the same frames give the same numbers and either may be
+  scored with a run trained on the other; ``"stored"`` -- as stored (the head's own choice;
+  the run then scores only groups of the same geometry); ``"raw"`` -- the method needs the
+  model's own norms (AnomalyCLIP's recentring), and a normalised group is refused with one
+  line.
+* **presets** -- a config with ``PRESETS`` takes ``preset=NAME``: a paper's per-dataset
+  settings, under the parameters given beside it.
 * **run-time options** -- ``device`` (``auto``: cuda when present) and ``score_batch_size``
   are given when a head is built or loaded, never saved: a run trained on a GPU scores on a
   CPU.
@@ -39,11 +49,12 @@ import numpy as np
 
 from vadpipe import __version__
 from vadpipe.cache import RECIPE_FIELDS, recipe_difference
-from vadpipe.errors import VadpipeError, json_error, one_line, output_dir
-from vadpipe.heads.data import INPUTS, TrainingSet, Video, read_video, resolve_caption_key
+from vadpipe.errors import VadpipeError, one_line, output_dir, read_json
+from vadpipe.heads.data import INPUTS, TrainingSet, Video, needs_normalising, read_video, resolve_caption_key
 from vadpipe.scores import Scores
 
 RUNTIME_OPTIONS = ("device", "score_batch_size")  # given at run time, never saved
+GEOMETRIES = ("unit", "stored", "raw")  # how a head reads image rows (module docstring)
 
 
 class NotFittedError(VadpipeError):
@@ -57,6 +68,7 @@ class Head:
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     inputs: ClassVar[tuple[str, ...]] = ("emb",)
+    geometry: ClassVar[str] = "unit"  # one of GEOMETRIES; a head may make it a property of its config
 
     def __init__(self, encoder: str | None = None, *, device: str = "auto", score_batch_size: int = 16, **params):
         names = {f.name for f in fields(self.Config)}
@@ -66,6 +78,7 @@ class Head:
                 f"head {self.name!r}: unknown parameter(s) {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(names))})"
             )
+        params = apply_preset(self.name, self.Config, params)
         params = {k: coerce_param(self.name, self.Config, k, v) for k, v in params.items()}
         try:
             self.config = self.Config(**params)
@@ -82,6 +95,7 @@ class Head:
     def fit(self, cache, manifest) -> "Head":
         """Learn from the training videos of ``manifest`` in ``cache``; returns ``self``."""
         self.encoder = self._resolve_encoder(cache)
+        self._check_geometry(cache)
         self.caption_key_ = None
         if "captions" in self.inputs:
             choice = getattr(self.config, "caption_encoder", "auto")
@@ -101,11 +115,13 @@ class Head:
                 f"{cache.path} has only: {', '.join(cache.encoders()) or 'none'}"
             )
         self._check_recipe(cache)
+        self._check_geometry(cache)
         sources = self.sources()
         video_ids = list(video_ids)
         for key in sources.values():
             cache.require_videos(key, video_ids)
-        return {vid: self._score_video(read_video(cache, sources, vid)) for vid in video_ids}
+        normalise = needs_normalising(cache, self.encoder, self.geometry)
+        return {vid: self._score_video(read_video(cache, sources, vid, normalise)) for vid in video_ids}
 
     def sources(self) -> dict[str, str]:
         """The cache key of each input the head reads: ``{"emb": key[, "captions": key]}``."""
@@ -116,7 +132,8 @@ class Head:
 
     def training_set(self, cache, manifest, normal: bool | None = None) -> TrainingSet:
         """The manifest's training videos with this head's inputs (see :class:`TrainingSet`)."""
-        return TrainingSet(cache, manifest, self.sources(), self.name, normal=normal)
+        return TrainingSet(cache, manifest, self.sources(), self.name, normal=normal,
+                           normalise=needs_normalising(cache, self.encoder, self.geometry))
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``config.json`` + ``weights.safetensors`` into ``run_dir``."""
@@ -172,13 +189,28 @@ class Head:
         if not getattr(self, "fitted_", False):
             raise NotFittedError(f"head {self.name!r} is not fitted yet: call fit() or load a run")
 
+    def _check_geometry(self, cache) -> None:
+        """A ``raw`` head refuses a group of unit rows (their norms are gone)."""
+        if self.geometry == "raw" and cache.recipe(self.encoder).get("normalised", True):
+            raise VadpipeError(
+                f"head {self.name!r} needs the encoder's raw features, but {self.encoder!r} in {cache.path} holds "
+                "L2-normalised rows (a vadpipe 0.2 cache, or cache import --normalise); featurize again, or "
+                "import without --normalise" + self._geometry_hint()
+            )
+
+    def _geometry_hint(self) -> str:
+        """What a ``raw`` head offers for unit rows (e.g. a parameter), appended to the refusal."""
+        return ""
+
     def _check_recipe(self, cache) -> None:
-        """Refuse a cache whose group under a trained input's key has another recipe."""
+        """Refuse a cache whose group under a trained input's key has another recipe (a ``unit``
+        head reads raw and unit groups alike, so their ``normalised`` may differ)."""
         for name, key in self.sources().items():
             trained = self.input_recipes_.get(name)
             if not trained or key not in cache.encoders():  # vadpipe 0.2 runs recorded only the key
                 continue
-            difference = recipe_difference(cache.recipe(key), trained, tuple(trained))
+            compared = tuple(f for f in trained if not (f == "normalised" and name == "emb" and self.geometry == "unit"))
+            difference = recipe_difference(cache.recipe(key), trained, compared)
             if difference:
                 field, have, want = difference
                 raise VadpipeError(
@@ -215,11 +247,25 @@ class Head:
         unknown = set(getattr(cls, "inputs", ())) - set(INPUTS)
         if unknown:
             raise TypeError(f"{cls.__name__}.inputs: unknown input(s) {sorted(unknown)} (known: {INPUTS})")
+        if isinstance(cls.__dict__.get("geometry"), str) and cls.geometry not in GEOMETRIES:
+            raise TypeError(f"{cls.__name__}.geometry: {cls.geometry!r} is not one of {GEOMETRIES}")
 
     def __repr__(self) -> str:
         config = getattr(self, "config", None)  # None while __init__ refuses a parameter
         params = ", ".join(f"{k}={v!r}" for k, v in asdict(config).items()) if config is not None else ""
         return f"{type(self).__name__}({params})"
+
+
+def apply_preset(head: str, config_cls, params: dict) -> dict:
+    """``params`` over the values of the preset they name (``preset=``, for a config with
+    ``PRESETS``: a paper's per-dataset settings); what is given explicitly wins."""
+    name = params.get("preset")
+    presets = getattr(config_cls, "PRESETS", None)
+    if name is None or presets is None:
+        return params
+    if name not in presets:
+        raise VadpipeError(f"head {head!r}: unknown preset {name!r} (known: {', '.join(presets)})")
+    return {**presets[name], **params}
 
 
 def coerce_param(head: str, config_cls, name: str, value):
@@ -270,10 +316,7 @@ def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int |
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise VadpipeError(f"{p}: not found (is {run_dir} a vadpipe run folder?)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise json_error(cfg_path, exc) from None
+    meta = read_json(cfg_path)
     state = load_file(str(w_path))
     if _version(meta.get("vadpipe_version")) < (0, 3):
         saved = meta.get("config", {})

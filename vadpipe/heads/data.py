@@ -6,6 +6,12 @@ resolves the cache keys they come from and hands each video's inputs to the head
 :class:`Video`; training reads a :class:`TrainingSet`: select the manifest's videos,
 require every one of them under every input key (one error naming the missing ones), read
 each video once.
+
+Image rows come as the cache stores them, or -- for heads whose method works on unit
+vectors (``Head.geometry == "unit"``) -- scaled to unit length when the group holds the
+model's raw output (recipe ``normalised: false``); a group of vadpipe 0.2 already holds unit
+rows and is passed through untouched, so both give a head the same numbers up to the
+float16 rounding of the stored unit rows.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import numpy as np
 from vadpipe.cache import CAPTIONER
 from vadpipe.errors import VadpipeError
 from vadpipe.texts import normalize_answer
+from vadpipe.vectors import l2_normalize
 
 INPUTS = ("emb", "captions")
 
@@ -38,13 +45,17 @@ class Video:
     video_id: str
     frame_index: np.ndarray  # int64[T] sampled source frames
     num_frames: int  # decoded length of the source video
-    emb: np.ndarray  # float16[T, D] image embeddings, as stored
+    emb: np.ndarray  # float16[T, D] image embeddings as stored, or float32 unit rows (module docstring)
     captions: Captions | None = None
 
 
-def read_video(cache, sources: dict[str, str], video_id: str) -> Video:
-    """The inputs of ``video_id`` from the cache keys in ``sources`` (``{"emb": key, "captions": key}``)."""
+def read_video(cache, sources: dict[str, str], video_id: str, normalise: bool = False) -> Video:
+    """The inputs of ``video_id`` from the cache keys in ``sources`` (``{"emb": key, "captions": key}``);
+    ``normalise`` scales the image rows to unit length (float32: no second rounding to float16)."""
     features = cache.read(sources["emb"], video_id)
+    emb = features.emb
+    if normalise and emb is not None:
+        emb = l2_normalize(emb.astype(np.float32))
     captions = None
     if sources.get("captions"):
         key = sources["captions"]
@@ -58,7 +69,12 @@ def read_video(cache, sources: dict[str, str], video_id: str) -> Video:
         normalised = {a: normalize_answer(a) for a in np.unique(text)}  # answers of any writer, one form
         text = np.array([normalised[a] for a in text.ravel()], dtype=str).reshape(text.shape)  # (T Q)
         captions = Captions(key, text, cap.arrays["text_emb"].astype(np.float32))
-    return Video(video_id, features.frame_index, features.num_frames, features.emb, captions)
+    return Video(video_id, features.frame_index, features.num_frames, emb, captions)
+
+
+def needs_normalising(cache, key: str, geometry: str) -> bool:
+    """Whether a head of this ``geometry`` gets the rows of ``key`` scaled to unit length on read."""
+    return geometry == "unit" and not cache.recipe(key).get("normalised", True)
 
 
 class TrainingSet:
@@ -71,10 +87,10 @@ class TrainingSet:
     """
 
     def __init__(self, cache, manifest, sources: dict[str, str], head: str, split: str = "train",
-                 normal: bool | None = None):
+                 normal: bool | None = None, normalise: bool = False):
         if manifest is None:
             raise VadpipeError(f"{head}: training needs a manifest with the training videos")
-        self.cache, self.sources = cache, dict(sources)
+        self.cache, self.sources, self.normalise = cache, dict(sources), normalise
         self.entries = manifest.select(split=split, normal=normal)
         if not self.entries:
             which = {True: " normal", False: " anomalous", None: ""}[normal]
@@ -92,7 +108,7 @@ class TrainingSet:
     @cached_property
     def videos(self) -> list[Video]:
         """Every video's inputs, in manifest order (read on first use, then held)."""
-        return [read_video(self.cache, self.sources, vid) for vid in self.ids]
+        return [read_video(self.cache, self.sources, vid, self.normalise) for vid in self.ids]
 
     def iter_videos(self):
         """The videos' inputs one at a time: from memory when held, else from the cache."""
@@ -100,7 +116,7 @@ class TrainingSet:
             yield from self.videos
         else:
             for vid in self.ids:
-                yield read_video(self.cache, self.sources, vid)
+                yield read_video(self.cache, self.sources, vid, self.normalise)
 
     def normal_mean(self) -> np.ndarray:
         """Eq. 1 of AnomalyCLIP: the mean image embedding over every sampled frame of the

@@ -87,8 +87,12 @@ class PromptLearner(nn.Module):
         if n_ctx < 1:
             raise VadpipeError(f"prompt learner: n_ctx must be >= 1, got {n_ctx}")
         parts = _text_tower(clip_model)
+        from vadpipe.heads.text import warn_if_truncated
+
         placeholder = " ".join([CTX_PLACEHOLDER] * n_ctx)
-        tokens = tokenizer([f"{placeholder} {t}." for t in texts])  # (C L)
+        prompts = [f"{placeholder} {t}." for t in texts]
+        warn_if_truncated(tokenizer, prompts, f"prompt with {n_ctx} learned context vectors")
+        tokens = tokenizer(prompts)  # (C L)
         with torch.no_grad():
             emb = parts["token_embedding"](tokens).float()  # (C L W)
         width = emb.shape[-1]

@@ -7,7 +7,10 @@ Choices where the paper leaves room (it uses x as the input to its selector, not
 score): ``metric="l2"`` scores ``||f - m||_2`` (default); ``metric="cosine"`` scores
 ``1 - cos(f, m)``, insensitive to the prototype's shorter-than-unit norm. Training uses
 only videos with split ``train`` and label ``normal``; anomalous training videos are ignored
-(one-class supervision).
+(one-class supervision). Frames are read as the cache stores them (``geometry = "stored"``):
+on featurize's raw features ``l2`` is the norm of AnomalyCLIP's recentred feature x (the
+quantity its Table 9 row 2 ranks for MIL selection); on unit rows of a vadpipe 0.2 cache it
+is the distance on the sphere. A run scores only caches of the geometry it was trained on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class PrototypeConfig:
 class PrototypeHead(Head):
     name = "prototype"
     Config = PrototypeConfig
+    geometry = "stored"
 
     def _fit(self, cache, manifest) -> None:
         # eq. 1, streamed through the cache: the features are never all in memory

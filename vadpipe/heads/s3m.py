@@ -15,7 +15,11 @@ Trained on normal videos only. Two scores per sampled frame, fused:
   embeddings, the ``text_emb`` of the cache): n(a) = n(a*) * w with
   w = clip((cos - f) / (1 - f), 0, 1), f = ``spa_similarity_floor`` (0.8). A paraphrase of a
   common answer (cos near 1) is as common as it; an answer far from everything seen
-  (cos <= f) counts as never seen.
+  (cos <= f) counts as never seen. This rule is vadpipe's: the paper scores "the reciprocal of
+  the frequency" and does not address unseen answers; ``spa_unseen="exact"`` is its literal
+  reading (any answer not seen verbatim, after normalisation, is never seen). Its effect
+  could not be measured here (no BLIP-2 weights, no GPU): ``bench/spa_unseen.py`` sweeps it
+  on a real captioned cache.
 * **S3M, temporal score A_t** (sec. 3.3.2). A stack of ``layers`` S4D layers
   (:mod:`vadpipe.heads.s4d`; pre-LayerNorm residual blocks) reads the last ``past`` (L_p)
   embeddings of a sequence and predicts the next ``future`` (L_f); trained with MSE on the
@@ -32,13 +36,16 @@ Trained on normal videos only. Two scores per sampled frame, fused:
   training sees the same padding). A_t(t) = mean over the windows that predict t (up to
   L_f of them, one per horizon) of the squared error, averaged over dimensions, in
   standardised units; the first sample takes the second's value.
-* **Fusion** (sec. 3.3.3): A = Gaussian_sigma(A_s + lambda A_t), lambda = ``temporal_weight``
-  = 0.1, sigma = ``sigma`` in source frames (converted to samples with the video's median
+* **Fusion** (sec. 3.3.3): A = Gaussian_sigma(w_s A_s + lambda A_t), lambda = ``temporal_weight``
+  = 0.1, w_s = ``static_weight`` = 1 (0: Table 2's S3M-only row), sigma = ``sigma`` in source frames (converted to samples with the video's median
   stride). Without captions A_s = 0. ``temporal_weight=0`` skips S3M (the SPA-only ablation).
   Each frame's explanation is its answer to the selected question.
 
 Defaults are the paper's ShanghaiTech setting (L_p = 20, L_f = 4, 3 layers, lr 5e-2,
-sigma = 12); its Ped2/Avenue setting is ``past=10, future=2, lr=0.5, sigma=6``. The paper does
+sigma = 12); ``preset=ped2|avenue|shanghaitech`` gives each dataset's (Ped2/Avenue:
+``past=10, future=2, lr=0.5, sigma=6``), with ``input="captions"``. The paper's questions are
+VLAVAD's three (``vadpipe.featurize.captioner.VLAVAD_QUESTIONS``); its captioning settings
+(prompt, length, decoding) are not given, vadpipe's are recorded in the captioner's recipe. The paper does
 not name the optimizer, width or training length: vadpipe uses AdamW (grad-norm clip 1,
 warm-up + cosine), the SSM step/decay parameters in their own group with ``ssm_lr`` = 1e-3 and
 no weight decay (as state-spaces/s4), width 128, state size 64, 20 epochs of batches of 64
@@ -55,6 +62,7 @@ the max over the tracks present in each frame before smoothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,15 +74,29 @@ from vadpipe.heads.s4d import S4D, param_groups
 from vadpipe.heads.training import l2_normalize, load_module_state, module_state, seeded, warmup_cosine
 
 INPUTS = ("auto", "captions", "image")
+UNSEEN = ("nearest", "exact")
+# VLAVAD sec. 4.2: "3 layers, with 10 input frames and 2 predicted frames for Avenue and Ped2, and 20 input
+# frames and 4 predicted frames for the ShanghaiTech. The learning rate was set to 5e-1 for Avenue and Ped2, and
+# 5e-2 for ShanghaiTech ... the lambda were set to 0.1 ... sigma values of 6, 6, and 12". input="captions": a
+# preset run without captions fails instead of reading image embeddings (not a paper number).
+PRESETS: dict[str, dict] = {
+    "ped2": dict(past=10, future=2, layers=3, lr=5e-1, temporal_weight=0.1, sigma=6.0, input="captions"),
+    "avenue": dict(past=10, future=2, layers=3, lr=5e-1, temporal_weight=0.1, sigma=6.0, input="captions"),
+    "shanghaitech": dict(past=20, future=4, layers=3, lr=5e-2, temporal_weight=0.1, sigma=12.0, input="captions"),
+}
 
 
 @dataclass
 class S3MConfig:
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
+
+    preset: str | None = None  # ped2, avenue, shanghaitech: the paper's per-dataset setting (sec. 4.2)
     input: str = "auto"  # S3M sequences: auto (captions if any), captions, image
     caption_encoder: str | None = "auto"  # captioner key; "auto": the one built on the CLIP key; None: ignore captions
     spa_top_k: int = 5
     spa_select: int = 1
     spa_similarity_floor: float = 0.8
+    spa_unseen: str = "nearest"  # nearest: vadpipe's rule for unseen answers; exact: unseen = never seen
     past: int = 20  # L_p
     future: int = 4  # L_f
     layers: int = 3
@@ -87,6 +109,7 @@ class S3MConfig:
     batch_size: int = 64
     epochs: int = 20  # passes over the training windows
     temporal_weight: float = 0.1  # lambda
+    static_weight: float = 1.0  # weight of A_s (0: the S3M-only ablation of Table 2)
     sigma: float = 12.0  # Gaussian smoothing of the fused score, in source frames (0: none)
     seed: int = 0
 
@@ -100,6 +123,10 @@ class S3MConfig:
             raise VadpipeError("s3m: needs d_state >= 2 and temporal_weight, sigma >= 0")
         if not 0 <= self.spa_similarity_floor < 1:
             raise VadpipeError(f"s3m: spa_similarity_floor must be in [0, 1), got {self.spa_similarity_floor}")
+        if self.spa_unseen not in UNSEEN:
+            raise VadpipeError(f"s3m: spa_unseen must be one of {', '.join(UNSEEN)}, got {self.spa_unseen!r}")
+        if self.static_weight < 0:
+            raise VadpipeError(f"s3m: static_weight must be >= 0, got {self.static_weight}")
 
 
 class S3MNet(nn.Module):
@@ -298,7 +325,7 @@ class S3MHead(Head):
         temporal = np.zeros(T, dtype=np.float32)
         if self.model_.net is not None:
             temporal = prediction_error(self.model_.net, self._sequence(video), cfg.past)
-        score = static + cfg.temporal_weight * temporal
+        score = cfg.static_weight * static + cfg.temporal_weight * temporal
         if cfg.sigma > 0 and T > 1:
             from scipy.ndimage import gaussian_filter1d
 
@@ -316,7 +343,9 @@ class S3MHead(Head):
             lookup = dict(zip(self.spa_answers_[j], counts))
             n = np.array([lookup.get(a, np.nan) for a in text[:, q]], dtype=np.float64)  # (T)
             unseen = np.isnan(n)
-            if unseen.any():
+            if unseen.any() and self.config.spa_unseen == "exact":
+                n[unseen] = 0.0  # never seen: the rarest, A_s = 1
+            elif unseen.any():
                 cos = l2_normalize(np.asarray(text_emb[unseen, q], np.float32)) @ seen_emb.T  # (t U)
                 nearest = cos.argmax(axis=1)
                 weight = np.clip((cos.max(axis=1) - floor) / (1 - floor), 0, 1)

@@ -6,11 +6,33 @@ never needs the text tower.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.training import l2_normalize
 from vadpipe.texts import check_template
+
+
+log = logging.getLogger("vadpipe")
+
+
+def warn_if_truncated(tokenizer, texts, where: str) -> list[str]:
+    """Warn (one line each) about the texts longer than the tokenizer's context (77 tokens for
+    CLIP): the text tower never sees their end. Returns them; tokenizers that cannot count
+    (no ``encode``) are not checked."""
+    encode, length = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
+    if encode is None or not length:
+        return []
+    cut = []
+    for text in texts:
+        n = len(encode(text)) + 2  # start and end tokens
+        if n > length:
+            cut.append(text)
+            log.warning("%s: %d tokens in %r; the text tower reads %d, the rest is cut", where, n,
+                        text if len(text) < 80 else text[:77] + "...", length)
+    return cut
 
 
 def text_encoder_for(cache, encoder_key: str):
@@ -33,6 +55,7 @@ def embed_prompts(encoder, prompts: list[str], templates: tuple[str, ...]) -> np
     for t in templates:
         check_template(t)
     texts = [t.format(p) for p in prompts for t in templates]
+    warn_if_truncated(encoder.tokenizer, texts, "text prompt")
     emb = encoder.encode_text(texts).reshape(len(prompts), len(templates), -1).mean(axis=1)
     return l2_normalize(emb)
 

@@ -3,6 +3,9 @@
 * :func:`seeded` -- a seeded torch RNG for a head's initialisation and loop, forked so the
   caller's RNG state is untouched;
 * :func:`warmup_cosine` -- linear warm-up, then cosine decay to zero (nanoGPT's ``get_lr``);
+* :func:`check_schedule` -- refuse a schedule too short to train (Adam moves a weight by
+  about the learning rate per step, so the sum of a schedule's rates bounds how far any
+  weight can travel);
 * :func:`decay_groups` -- AdamW parameter groups: weight decay on matrices only (nanoGPT),
   or on every tensor where a paper says so, with named groups of their own (S4D's step and
   decay parameters);
@@ -41,6 +44,25 @@ def warmup_cosine(step: int, total: int, warmup: int, base: float = 1.0) -> floa
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+MIN_LR_SUM = 1e-3  # the least total Adam travel per weight a schedule must allow (see check_schedule)
+
+
+def check_schedule(head: str, lrs, what: str, hint: str) -> None:
+    """Refuse to return an untrained model: with Adam(W) a weight moves by about the
+    learning rate per step, so ``sum(lrs)`` bounds how far any weight can travel. Below
+    :data:`MIN_LR_SUM` (1e-3; the authors' UCF-Crime schedule of AnomalyCLIP allows 6.5e-3)
+    the result would be little more than the initialisation, so this raises with ``what``
+    (the schedule in words) and ``hint`` (what to change)."""
+    total = float(sum(lrs))
+    if total < MIN_LR_SUM:
+        from vadpipe.errors import VadpipeError
+
+        raise VadpipeError(
+            f"{head}: {what} lets a weight move by at most {total:.1e} (sum of the learning rates; "
+            f"at least {MIN_LR_SUM:g} is needed to train): {hint}"
+        )
 
 
 def decay_groups(named_parameters, lr: float, weight_decay: float, decay_all: bool = False,

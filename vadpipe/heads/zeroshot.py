@@ -1,32 +1,47 @@
 """``zeroshot``: CLIP prompts, no training (Ueki 2024).
 
-Each sampled frame's embedding is compared (cosine) with the embeddings of *normal* and
-*anomaly* prompts; a softmax with temperature over all prompts gives a distribution, and the
-anomaly score is the probability mass on the anomaly prompts. Each prompt is ensembled over
-templates (mean of the normalised text embeddings, renormalised). With anomaly classes (the
-manifest's, when ``classes`` is true), per-class probabilities are p(A) * p(c | A), with
-p(c | A) a softmax over one ensembled embedding per class, as in AnomalyCLIP's
-p_{A,c} = p_A p(c|A). The explanation of each frame is its best-matching prompt.
+Two scoring modes (``mode``):
+
+* ``cosine`` (default) -- Ueki's setting (Sec. III, Table I): each sampled frame's score is
+  the cosine similarity of its image embedding to the anomaly prompt's text embedding, or
+  the largest over a list of prompts. No normal prompts (giving ``normal_prompts`` is an
+  error), no template unless asked (``templates``, or a prompt file's ``templates``), no
+  temperature. Table I's rows are one prompt each: ``anomaly_prompts=["dangerous
+  behavior"]`` (the ``ueki-table1-*`` recipes). The paper is silent on how a frame is
+  compared with a text; the cosine is the literal reading and what CLIP's logits are before
+  their scale. With anomaly classes, each class's score is the frame's cosine to that
+  class's text -- what Ueki's Table II ranks ("inputting specific text to define the
+  anomalies of interest"); ``vadpipe evaluate`` reports its per-class AUC on that class's
+  videos plus the normal ones (:mod:`vadpipe.evaluate.recognition`).
+* ``softmax`` -- vadpipe's own variant, not Ueki's: a softmax at ``temperature`` (CLIP's own
+  0.01) over normal *and* anomaly prompts, anomaly score = the probability mass on the
+  anomaly prompts; per-class probabilities p(A) * p(c | A), with p(c | A) a softmax over the
+  classes (AnomalyCLIP's p_{A,c} = p_A p(c|A)). Needs normal prompts (the prompt file's or
+  ``normal_prompts``); ``ueki-generic`` carries three neutral ones for it ('normal
+  behavior', 'ordinary activity', 'safe behavior': vadpipe's, the paper gives none).
+  Templates default to "{}" and "a video from a CCTV camera of a {}" (vadpipe's).
+
+A prompt is ensembled over its templates (mean of the normalised text embeddings,
+renormalised; one template = the normalised embedding itself). The explanation of each
+frame is its best-matching prompt.
 
 Prompts come from a *prompt file* (``prompts=``: a shipped set's name or a JSON path; see
 :func:`vadpipe.heads.prompts.load_prompt_set` for the schema). Shipped sets:
 
 * ``ueki-generic`` (default): the paper's three anomaly prompts ('anomaly behavior',
-  'dangerous activity', 'dangerous behavior');
+  'dangerous activity', 'dangerous behavior'), scored as their maximum in cosine mode;
 * ``ucf-crime``, ``xd-violence``: per-class prompts for the 13 UCF-Crime and 6 XD-Violence
-  classes, spelled as vadpipe's manifest builders spell them;
+  classes, spelled as vadpipe's manifest builders spell them (vadpipe's texts);
 * ``dong-categories``: category-level descriptions (Dong 2024 Table 1 and the same style
   for the other classes); ``dong-situations``: normal / abnormal situations (Table 2).
 
-Defaults and choices: the paper scores with one anomaly prompt and gives no normal
-counterpart, so ``ueki-generic`` pairs its three with three neutral normal prompts, and the
-temperature is CLIP's own 0.01 (logit scale 100). Templates: the bare prompt and
-"a video from a CCTV camera of a {}". A file with per-class prompts and no ``anomaly`` list
-uses its class prompts as the anomaly prompts. A manifest class finds its prompts in
-``class_prompts`` (overrides), then the prompt file, then each of ``class_sets``, else its
-name with CamelCase split ("RoadAccidents" -> "road accidents"). Text embeddings are
-computed at fit time with the cache's own open_clip model (CLIP or CoCa) and stored with
-the head; scoring needs no text model.
+A file with per-class prompts and no ``anomaly`` list uses its class prompts as the anomaly
+prompts. A manifest class finds its prompts in ``class_prompts`` (overrides), then the
+prompt file, then each of ``class_sets``, else its name with CamelCase split
+("RoadAccidents" -> "road accidents"; ``class_sets=[]`` gives Ueki's plain class names).
+Text embeddings are computed at fit time with the cache's own open_clip model (CLIP or
+CoCa) and stored with the head; scoring needs no text model. Frames are read as unit rows
+(the head's ``geometry``), so raw and normalised caches give the same scores.
 """
 
 from __future__ import annotations
@@ -42,21 +57,28 @@ from vadpipe.heads.training import l2_normalize
 from vadpipe.texts import check_template
 
 DEFAULT_PROMPT_SET = "ueki-generic"
-DEFAULT_TEMPLATES = ("{}", "a video from a CCTV camera of a {}")
+DEFAULT_TEMPLATES = ("{}", "a video from a CCTV camera of a {}")  # softmax mode's (vadpipe's)
+MODES = ("cosine", "softmax")
 
 
 @dataclass
 class ZeroshotConfig:
+    mode: str = "cosine"  # cosine: Ueki's score; softmax: vadpipe's normal-vs-anomaly variant
     prompts: str = DEFAULT_PROMPT_SET  # shipped prompt set name or a JSON file
     normal_prompts: list[str] | None = None  # overrides the file's
     anomaly_prompts: list[str] | None = None  # overrides the file's
-    templates: list[str] | None = None  # None: the file's, else DEFAULT_TEMPLATES
-    temperature: float = 0.01
+    templates: list[str] | None = None  # None: the file's, else none (cosine) / DEFAULT_TEMPLATES (softmax)
+    temperature: float = 0.01  # softmax mode only
     classes: bool = True  # per-class probabilities for the manifest's anomaly classes
     class_prompts: dict[str, str | list[str]] = field(default_factory=dict)  # class -> prompt(s)
     class_sets: list[str] = field(default_factory=lambda: list(DEFAULT_CLASS_SETS))
 
     def __post_init__(self):
+        if self.mode not in MODES:
+            raise VadpipeError(f"zeroshot: unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
+        if self.mode == "cosine" and self.normal_prompts is not None:
+            raise VadpipeError("zeroshot: mode=cosine scores by the anomaly prompts alone; normal_prompts go "
+                               "with mode=softmax")
         for key in ("normal_prompts", "anomaly_prompts"):
             value = getattr(self, key)
             if value is not None and (not value or not all(isinstance(p, str) and p.strip() for p in value)):
@@ -76,12 +98,14 @@ class ZeroshotHead(Head):
 
         cfg = self.config
         pset = load_prompt_set(cfg.prompts)
-        normal = list(cfg.normal_prompts or pset.normal)
+        softmax_mode = cfg.mode == "softmax"
+        normal = list(cfg.normal_prompts or pset.normal) if softmax_mode else []
         anomaly = list(cfg.anomaly_prompts or pset.anomaly_prompts())
         for kind, texts in (("normal", normal), ("anomaly", anomaly)):
-            if not texts:
+            if not texts and (kind == "anomaly" or softmax_mode):
                 raise VadpipeError(f"{pset.path}: no {kind} prompts (add some, or pass {kind}_prompts)")
-        self.templates_ = list(cfg.templates or pset.templates or DEFAULT_TEMPLATES)
+        fallback = DEFAULT_TEMPLATES if softmax_mode else ("{}",)
+        self.templates_ = list(cfg.templates or pset.templates or fallback)
         encoder = text_encoder_for(cache, self.encoder)
         self.prompts_ = normal + anomaly
         self.is_anomaly_ = np.array([0] * len(normal) + [1] * len(anomaly), dtype=np.uint8)
@@ -91,22 +115,36 @@ class ZeroshotHead(Head):
         self.class_emb_ = embed_groups(encoder, self.class_texts_, self.templates_) if self.class_names_ else None
 
     def _score_video(self, video) -> Scores:
-        f = l2_normalize(video.emb.astype(np.float32))  # (T D)
-        probs = softmax(f @ self.prompt_emb_.T / self.config.temperature)  # (T P)
-        p_anomaly = probs[:, self.is_anomaly_ == 1].sum(axis=1)  # (T)
-        explanation = np.array(self.prompts_, dtype=object)[probs.argmax(axis=1)]
+        f = l2_normalize(video.emb.astype(np.float32))  # (T D) unit rows, renormalised in float32
+        cosine = f @ self.prompt_emb_.T  # (T P)
         class_probs = None
-        if self.class_emb_ is not None:
-            p_class = softmax(f @ self.class_emb_.T / self.config.temperature)  # (T C)
-            class_probs = (p_anomaly[:, None] * p_class).astype(np.float32)
+        if self.config.mode == "cosine":  # Ueki: the best anomaly prompt's cosine; classes: their cosines
+            score = cosine.max(axis=1)
+            best = cosine.argmax(axis=1)
+            if self.class_emb_ is not None:
+                class_probs = (f @ self.class_emb_.T).astype(np.float32)  # (T C)
+        else:
+            probs = softmax(cosine / self.config.temperature)  # (T P)
+            score = probs[:, self.is_anomaly_ == 1].sum(axis=1)  # (T)
+            best = probs.argmax(axis=1)
+            if self.class_emb_ is not None:
+                p_class = softmax(f @ self.class_emb_.T / self.config.temperature)  # (T C)
+                class_probs = (score[:, None] * p_class).astype(np.float32)
+        explanation = np.array(self.prompts_, dtype=object)[best]
         return Scores(
             video.frame_index,
-            p_anomaly.astype(np.float32),
+            score.astype(np.float32),
             video.num_frames,
             class_probs=class_probs,
             class_names=self.class_names_,
             explanation=explanation,
         )
+
+    @classmethod
+    def _upgrade_v02(cls, meta, state):
+        """0.2 had only the softmax mode."""
+        meta, state = super()._upgrade_v02(meta, state)
+        return {**meta, "config": {"mode": "softmax", **meta["config"]}}, state
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {"prompt_emb": self.prompt_emb_.astype(np.float32), "is_anomaly": self.is_anomaly_}

@@ -8,6 +8,18 @@ without the clamping that ``log`` of a saturated sigmoid needs.
 
 Each loss is its own function of the frames it acts on (unit-tested one by one);
 :func:`anomalyclip_loss` selects those frames (MIL top-K / bottom-K) and adds them up, eq. 14.
+
+Two terms are aggregated differently in the authors' code (``src/models/components/loss.py``
+@ 6e58b6e) and the paper's text; ``losses="code"`` (default: it produced the published
+numbers) or ``"paper"`` chooses:
+
+* L_N^DIR (eq. 10): the code takes the **max over classes** of each normal frame's S(x),
+  then the mean over frames (``nsimilarity.max(dim=1)[0].mean()``); the text averages over
+  frames and classes.
+* L_smo (eq. 13): both square the differences (the printed plain sum telescopes to
+  p_last - p_first); the code **sums** them over the flattened anomalous half of the batch
+  (B/2 * S * F scores, the B/2 - 1 boundaries between clips included, the last score
+  paired with itself), the text's reading is one sum per clip, averaged over clips -- 32x weaker at B/2 = 32.
 """
 
 from __future__ import annotations
@@ -70,10 +82,10 @@ def loss_normal_frames(logit: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(-logit).mean()
 
 
-def loss_normal_direction(sel_normal: torch.Tensor) -> torch.Tensor:
-    """Eq. 10, L_N^DIR: mean selector likelihood over all frames and classes of normal clips
-    ``(Bn S F C)``. (The authors' code uses the max over classes; the paper's mean is used.)"""
-    return sel_normal.mean()
+def loss_normal_direction(sel_normal: torch.Tensor, mode: str = "code") -> torch.Tensor:
+    """Eq. 10, L_N^DIR over the frames of normal clips ``(Bn S F C)``: ``code`` -- mean over
+    frames of the max over classes; ``paper`` -- mean over frames and classes."""
+    return sel_normal.max(dim=-1).values.mean() if mode == "code" else sel_normal.mean()
 
 
 def loss_sparsity(logit_anomalous: torch.Tensor) -> torch.Tensor:
@@ -81,10 +93,13 @@ def loss_sparsity(logit_anomalous: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logit_anomalous).mean()
 
 
-def loss_smoothness(logit_anomalous: torch.Tensor) -> torch.Tensor:
-    """Eq. 13 with squared differences, as in Sultani et al. and the authors' code (the
-    printed sum of plain differences telescopes to p_last - p_first): for each anomalous clip
-    the sum over its flattened S*F frames of (p_i - p_{i-1})^2, averaged over clips."""
+def loss_smoothness(logit_anomalous: torch.Tensor, mode: str = "code") -> torch.Tensor:
+    """Eq. 13 with squared differences over the anomalous clips ``(Ba S F)``: ``code`` -- one
+    sum over all their scores flattened (clip boundaries included); ``paper`` -- each clip's
+    sum over its S*F frames, averaged over clips."""
+    if mode == "code":
+        p = torch.sigmoid(logit_anomalous).reshape(-1)  # (Ba*S*F)
+        return (p[1:] - p[:-1]).pow(2).sum()
     p = torch.sigmoid(logit_anomalous).flatten(1)  # (Ba S*F)
     return (p[:, 1:] - p[:, :-1]).pow(2).sum(dim=1).mean()
 
@@ -98,6 +113,7 @@ def anomalyclip_loss(
     k: int,
     lambda_sparsity: float,
     lambda_smoothness: float,
+    mode: str = "code",
 ) -> dict[str, torch.Tensor]:
     """Eq. 14 on one balanced batch.
 
@@ -106,7 +122,7 @@ def anomalyclip_loss(
     survive the random masking. Top-K / bottom-K segments of an anomalous clip are ranked by
     the selector on its labelled class (eq. 5); those of a normal clip (eq. 11, where the
     paper names no class) by the selector summed over classes, as in the authors' code.
-    Returns every term and ``total``.
+    ``mode``: the aggregation of L_N^DIR and L_smo (module docstring). Returns every term and ``total``.
     """
     anomalous = labels >= 0  # (B)
     if not anomalous.any() or anomalous.all():
@@ -126,10 +142,10 @@ def anomalyclip_loss(
         "anomalous_direction": loss_anomalous_direction(a_sel_top_c),
         "anomalous_top": loss_anomalous_top(gather_segments(a_logit, a_top), a_sel_top, a_labels),
         "anomalous_bottom": loss_normal_frames(gather_segments(a_logit, a_bottom)),
-        "normal_direction": loss_normal_direction(sel[~anomalous]),
+        "normal_direction": loss_normal_direction(sel[~anomalous], mode),
         "normal_top": loss_normal_frames(gather_segments(logit[~anomalous], n_top)),
         "sparsity": loss_sparsity(a_logit),
-        "smoothness": loss_smoothness(a_logit),
+        "smoothness": loss_smoothness(a_logit, mode),
     }
     total = sum(v for name, v in terms.items() if name not in ("sparsity", "smoothness"))
     terms["total"] = total + lambda_sparsity * terms["sparsity"] + lambda_smoothness * terms["smoothness"]

@@ -53,7 +53,9 @@ class AxialAttention(nn.Module):
 
 
 class ConvFeedForward(nn.Module):
-    """Channel LayerNorm, 3x3 conv (4x expansion), LeakyReLU, 3x3 conv over the grid."""
+    """Channel LayerNorm, 3x3 conv (4x expansion), LeakyReLU, 3x3 conv over the grid.
+    (lucidrains' ``ChanLayerNorm`` adds its eps to the std, ``nn.LayerNorm`` to the variance:
+    outputs differ by ~1e-5 relative.)"""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -70,11 +72,12 @@ class ConvFeedForward(nn.Module):
 class AxialTemporalModel(nn.Module):
     """Eq. 6: features (B S F D_in) -> anomaly logits (B S F); p_A = sigmoid(logit)."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, num_segments: int, frames: int):
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, num_segments: int, frames: int,
+                 pos_init_std: float = 1.0):
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
-        self.pos_segment = nn.Parameter(0.02 * torch.randn(1, num_segments, 1, dim))
-        self.pos_frame = nn.Parameter(0.02 * torch.randn(1, 1, frames, dim))
+        self.pos_segment = nn.Parameter(pos_init_std * torch.randn(1, num_segments, 1, dim))
+        self.pos_frame = nn.Parameter(pos_init_std * torch.randn(1, 1, frames, dim))
         self.layers = nn.ModuleList(
             nn.ModuleList([
                 AxialAttention(dim, heads, axis=1), AxialAttention(dim, heads, axis=2),
@@ -98,7 +101,7 @@ class AxialTemporalModel(nn.Module):
 
 
 class AnomalyClipNet(nn.Module):
-    """Selector + temporal model on raw CLIP features ``(B S F D)``.
+    """Selector + temporal model on CLIP features ``(B S F D)`` (recentred here).
 
     ``directions`` default to the stored ones (scoring); training passes the prompt
     learner's fresh directions each step. Returns (S(x) (B S F C), logits (B S F)).
@@ -112,7 +115,7 @@ class AnomalyClipNet(nn.Module):
         self.selector = Selector(num_classes, cfg.bn_momentum)
         in_dim = dim + (num_classes if cfg.concat_selector else 0)
         self.temporal = AxialTemporalModel(
-            in_dim, cfg.embed_dim, cfg.depth, cfg.heads, cfg.num_segments, cfg.frames_per_segment
+            in_dim, cfg.embed_dim, cfg.depth, cfg.heads, cfg.num_segments, cfg.frames_per_segment, cfg.pos_init_std
         )
 
     def forward(self, f: torch.Tensor, directions: torch.Tensor | None = None):

@@ -11,17 +11,20 @@ import torch.nn.functional as F
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.anomalyclip.config import AnomalyClipConfig
 from vadpipe.heads.anomalyclip.losses import anomalyclip_loss, keep_mask
-from vadpipe.heads.training import decay_groups, warmup_cosine
+from vadpipe.heads.training import check_schedule, decay_groups, warmup_cosine
 
 
 def training_clip_indices(num_frames: int, num_segments: int, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Frame indices ``int64[S, F]`` of one training clip: S blocks, a random start in each,
-    F consecutive frames from it; indices wrap around (loop padding for short videos)."""
+    """Frame indices ``int64[S, F]`` of one training clip, as the authors' dataset draws them
+    (``feature_dataset.py``): the video, loop-padded to L = max(T, S*F) frames, gives S
+    blocks of ``dist = (L - F + 1) // S`` frames; segment i starts at ``i * dist`` plus a
+    uniform offset in ``[0, dist - F + 1]`` and takes F consecutive frames; indices wrap
+    around the video."""
     if num_frames < 1:
         raise VadpipeError("anomalyclip: a training video has no sampled frames")
     length = max(num_frames, num_segments * frames)
-    block = length // num_segments  # >= frames
-    starts = np.arange(num_segments) * block + rng.integers(0, block - frames + 1, size=num_segments)
+    dist = (length - frames + 1) // num_segments
+    starts = np.arange(num_segments) * dist + rng.integers(0, max(dist - frames + 2, 1), size=num_segments)
     return (starts[:, None] + np.arange(frames)[None, :]) % num_frames
 
 
@@ -38,26 +41,64 @@ def inference_clip_indices(num_frames: int, num_segments: int, frames: int) -> n
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup_fraction: float) -> float:
-    """Linear warm-up over the first ``warmup_fraction`` of the steps, then cosine to zero."""
+    """``schedule="step"``: linear warm-up over the first ``warmup_fraction`` of the steps,
+    then cosine to zero, per optimiser step."""
     return warmup_cosine(step, total, int(round(warmup_fraction * total)), base_lr)
 
 
-def directions_from_text(text_features: torch.Tensor, prototype: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 on L2-normalised text features: d_c = E_T / ||E_T|| - m. (C E), (E) -> (C E)."""
-    return F.normalize(text_features, dim=-1) - prototype
+def epoch_lr(epoch: int, epochs: int, warmup_epochs: int, base_lr: float) -> float:
+    """``schedule="epoch"``: the authors' ``WarmupCosineAnnealingLR`` (warm-up from 0, no
+    final factor) as Lightning steps it, once per epoch: epoch ``e`` trains at ``b * e / W``
+    while ``e < W`` (so epoch 0 at lr 0), then at ``b * (cos(pi * (e - W) / (T - W)) + 1) / 2``."""
+    if epoch < warmup_epochs:
+        return base_lr * epoch / warmup_epochs
+    progress = min((epoch - warmup_epochs) / max(1, epochs - warmup_epochs), 1.0)
+    return base_lr * (math.cos(math.pi * progress) + 1) / 2
+
+
+def steps_per_epoch(num_anomalous: int, num_normal: int, batch_size: int) -> int:
+    """Two loaders of B/2 videos with ``drop_last`` and Lightning's max-size cycle, as the
+    authors' datamodule: ``max(#A, #N) // (B/2)`` steps (at least one: a set smaller than B/2
+    fills its half of the batch by cycling)."""
+    return max(1, max(num_anomalous, num_normal) // (batch_size // 2))
+
+
+def learning_rates(cfg: AnomalyClipConfig, per_epoch: int) -> list[float]:
+    """The learning rate of every optimiser step."""
+    total = cfg.steps or cfg.epochs * per_epoch
+    if cfg.schedule == "step":
+        return [lr_at(step, total, cfg.lr, cfg.warmup_fraction) for step in range(total)]
+    epochs = math.ceil(total / per_epoch)
+    return [epoch_lr(step // per_epoch, epochs, cfg.warmup_epochs, cfg.lr) for step in range(total)]
+
+
+def directions_from_text(text_features: torch.Tensor, prototype: torch.Tensor, geometry: str = "raw") -> torch.Tensor:
+    """Eq. 2: d_c = E_T - m on the text tower's raw output (``raw``, the authors' code), or
+    d_c = E_T / ||E_T|| - m (``unit``: frames and text on the unit sphere, vadpipe 0.2).
+    (C E), (E) -> (C E); the selector uses d_c / ||d_c||."""
+    text = text_features if geometry == "raw" else F.normalize(text_features, dim=-1)
+    return text - prototype
 
 
 def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: list,
                       cfg: AnomalyClipConfig, device: str, rng: np.random.Generator) -> list[dict]:
     """Optimise ``net`` and the prompt learner ``prompts`` in place (eq. 14).
 
-    ``anomalous`` / ``normal``: per-video float16 arrays (T D); ``labels``: class index of
-    each anomalous video. Returns the loss terms of every step (floats).
+    ``anomalous`` / ``normal``: per-video arrays (T D); ``labels``: class index of each
+    anomalous video. Refuses a schedule too short to train (:func:`check_schedule`). Returns
+    the loss terms of every step (floats).
     """
     half = cfg.batch_size // 2
-    steps_per_epoch = math.ceil(max(len(anomalous), len(normal)) / half)
-    total = cfg.steps or cfg.epochs * steps_per_epoch
-    # weight decay on every trained tensor, as the paper states (App. B), not matrices only
+    per_epoch = steps_per_epoch(len(anomalous), len(normal), cfg.batch_size)
+    lrs = learning_rates(cfg, per_epoch)
+    check_schedule(
+        "anomalyclip", lrs,
+        f"{len(lrs)} steps ({per_epoch} per epoch: {len(anomalous)} anomalous / {len(normal)} normal videos, "
+        f"batch {cfg.batch_size}) at lr <= {cfg.lr:g}",
+        "the papers' schedules assume hundreds of training videos; raise lr (e.g. --param lr=1e-3) or "
+        "epochs, or lower batch_size",
+    )
+    # weight decay on every trained tensor, as the authors' AdamW groups (no exclusions)
     named = [*net.named_parameters(), *(("prompt." + n, p) for n, p in prompts.named_parameters())]
     opt = torch.optim.AdamW(
         decay_groups(named, cfg.lr, cfg.weight_decay, decay_all=True), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
@@ -68,8 +109,8 @@ def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: 
     prompts.train()
     history: list[dict] = []
     order_a = order_n = None
-    for step in range(total):
-        pos = step % steps_per_epoch
+    for step, lr in enumerate(lrs):
+        pos = step % per_epoch
         if pos == 0:  # a new epoch: reshuffle both sets
             order_a, order_n = rng.permutation(len(anomalous)), rng.permutation(len(normal))
         a_idx = order_a[(pos * half + np.arange(half)) % len(anomalous)]
@@ -80,16 +121,17 @@ def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: 
         batch_labels = torch.from_numpy(np.concatenate([labels_arr[a_idx], np.full(half, -1)])).to(device)  # (B)
         keep = keep_mask(torch.from_numpy(rng.random((2 * half, S))), cfg.mask_ratio, cfg.top_k).to(device)  # (B S)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup_fraction)
-        directions = directions_from_text(prompts(), net.prototype)  # (C D)
+            group["lr"] = lr
+        directions = directions_from_text(prompts(), net.prototype, cfg.geometry)  # (C D)
         sel, logit = net(feats, directions)  # (B S F C), (B S F)
-        terms = anomalyclip_loss(sel, logit, batch_labels, keep, cfg.top_k, cfg.lambda_sparsity, cfg.lambda_smoothness)
+        terms = anomalyclip_loss(sel, logit, batch_labels, keep, cfg.top_k, cfg.lambda_sparsity,
+                                 cfg.lambda_smoothness, cfg.losses)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
-        history.append({k: float(v.detach()) for k, v in terms.items()})
+        history.append({"lr": lr, **{k: float(v.detach()) for k, v in terms.items()}})
     net.eval()
     prompts.eval()
     with torch.no_grad():
-        net.directions.copy_(directions_from_text(prompts(), net.prototype))
+        net.directions.copy_(directions_from_text(prompts(), net.prototype, cfg.geometry))
     return history

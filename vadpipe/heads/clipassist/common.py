@@ -85,11 +85,16 @@ class DescriptionHead(Head):
         labels = torch.tensor([0 if e.is_normal else index[e.label] for e in data.entries])  # 0 = normal
         videos = [subsample(v.emb, cfg.max_frames) for v in data.iter_videos()]
         encoder = text_encoder_for(cache, self.encoder)
-        pset = load_prompt_set(cfg.descriptions or self.default_descriptions)
+        pset = load_prompt_set(cfg.descriptions or self.default_for(manifest))
         per_class = class_texts(self.class_names_, cfg.class_descriptions, pset, cfg.class_sets)
         with seeded(cfg.seed):
             generator = torch.Generator().manual_seed(cfg.seed)
             self._fit_descriptions(encoder, pset, per_class, videos, labels, self._device(), generator)
+
+    def default_for(self, manifest) -> str:
+        """The description file when none is given: ShanghaiTech's own for a ShanghaiTech
+        manifest (Sec. 3.1.2: bicycles, vehicles and running are anomalies there), else the head's."""
+        return "dong-shanghaitech" if (manifest.meta or {}).get("dataset") == "shanghaitech" else self.default_descriptions
 
     def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
         raise NotImplementedError  # pragma: no cover
@@ -150,7 +155,18 @@ def pad_batch(videos: list[np.ndarray], device: str) -> tuple[torch.Tensor, torc
 def fit_adam(params, batch_loss, num_videos: int, cfg: DescriptionConfig, generator: torch.Generator):
     """Adam (the paper's optimizer; no weight decay, no schedule) over ``cfg.epochs`` passes of
     shuffled video batches; ``batch_loss(indices)`` gives the loss of one batch. Returns the
-    last batch's loss (None without any step)."""
+    last batch's loss (None without any step). ``epochs=0`` trains nothing (CLIP's start, on
+    purpose); otherwise a schedule too short to move the weights is refused
+    (:func:`vadpipe.heads.training.check_schedule`)."""
+    from vadpipe.heads.training import check_schedule
+
+    per_epoch = -(-num_videos // cfg.batch_size)
+    if cfg.epochs:
+        check_schedule(
+            "clipassist", [cfg.lr] * (cfg.epochs * per_epoch),
+            f"{cfg.epochs} epochs of {per_epoch} step(s) ({num_videos} videos, batch {cfg.batch_size}) at lr {cfg.lr:g}",
+            "raise epochs or lr (e.g. --param lr=1e-3), or lower batch_size; epochs=0 keeps CLIP's start on purpose",
+        )
     opt = torch.optim.Adam(params, lr=cfg.lr)
     loss = None
     for _ in range(cfg.epochs):

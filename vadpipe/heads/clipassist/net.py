@@ -97,17 +97,18 @@ class GlobalTemporalAdapter(nn.Module):
 
 
 class TemporalModule(nn.Module):
-    """Local transformer, then (optionally) the global temporal adapter: ``(B T D) -> (B T D)``."""
+    """Local transformer, then (optionally) the global temporal adapter: ``(B T D) -> (B T D)``.
+    ``local=False`` (and ``gcn=False``): no temporal module, the frames as they are (Table 10)."""
 
     def __init__(self, dim: int, window: int = 16, layers: int = 1, sigma: float = 1.0,
-                 dropout: float = 0.0, gcn: bool = True):
+                 dropout: float = 0.0, gcn: bool = True, local: bool = True):
         super().__init__()
         self.scale = math.sqrt(dim)
-        self.local = LocalTransformer(dim, window, layers, dropout)
+        self.local = LocalTransformer(dim, window, layers, dropout) if local else None
         self.gcn = GlobalTemporalAdapter(dim, sigma) if gcn else None
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        h = self.local(x * self.scale, valid)  # (B T D)
+        h = self.local(x * self.scale, valid) if self.local is not None else x  # (B T D)
         return self.gcn(h, valid) if self.gcn is not None else h
 
 
@@ -137,6 +138,14 @@ def video_loss(align, valid, labels, text, tau: float, lam: float, topk: int | N
     t = F.normalize(text, dim=-1)  # (C D)
     contrast = F.relu(t[1:] @ t[0]).sum()  # eq. 11
     return F.cross_entropy(s / tau, labels) + lam * contrast
+
+
+def classifier_loss(logits: torch.Tensor, valid: torch.Tensor, anomalous: torch.Tensor, topk: int | None) -> torch.Tensor:
+    """The "CLIP + Classifier" baselines (Tables 4-5): binary cross entropy of each video's
+    top-k mean frame logit against its video label (MIL, as the alignment's top-k).
+    ``(B T)`` logits, ``(B T)`` valid, ``(B)`` bool."""
+    s = video_class_similarity(logits[..., None], valid, topk)[:, 0]  # (B)
+    return F.binary_cross_entropy_with_logits(s, anomalous.float())
 
 
 # ---------------------------------------------------------------- frame mode

@@ -20,7 +20,20 @@ entropy of p with the video label plus lambda * sum_k max(0, cos(t_normal, t_k))
 
 Paper defaults: context 16, window 16, 1 layer (Table 8), sigma 1, tau 0.07,
 lambda 0.1 (printed "1 x 10 1", read as 1e-1 like the learning rate's "1 x 10 5" = 1e-5),
-Adam, batch 64, lr 1e-5. Choices where the paper is silent or ambiguous:
+Adam, batch 64, lr 1e-5.
+
+The paper's ablation rows are parameters: ``gcn=false`` -- Ours-Video(Local) and Table 10's
+"w/o GCN"; ``temporal=false`` -- Table 10's "w/o Temporal Module" (the frames straight into
+the alignment); ``classifier=true`` -- Tables 4-5's "CLIP + Classifier" (with
+``temporal=false``) and "CLIP + Local + Global + Classifier": a linear classifier on the
+(temporal module's) frame features in place of the text alignment, trained by binary cross
+entropy on each video's top-k mean logit, score = its sigmoid (no classes, no texts);
+``prompt_template="a photo of {}"`` with ``class_text="category"`` -- Table 6's hand-crafted
+"a photo of [Category]" (no learned context: fixed text embeddings), ``class_text="category"``
+alone -- "Learnable Prompt + [Category]"; ``shared_context=true`` -- Table 9's "Middle" (one
+context shared by all descriptions; the paper's "End" is class-specific).
+
+Choices where the paper is silent or ambiguous:
 
 * eq. 7 ``[softmax(M_sim); softmax(M_dis)] f W`` is read as Wu et al. 2020's two graph
   convolutions concatenated along features (W_sim, W_dis: D -> D/2 each), followed by an
@@ -33,7 +46,13 @@ Adam, batch 64, lr 1e-5. Choices where the paper is silent or ambiguous:
   the class token takes part in each window's attention, its output is not used;
 * a class with several descriptions gets one text: them joined with ", ";
 * at scoring a video longer than ``max_frames`` is cut into chunks of ``max_frames``, each
-  its own graph (as VadCLIP).
+  its own graph (as VadCLIP);
+* a category's text (``class_text="category"``) is its name, CamelCase split ("road
+  accidents"); the normal class's is "normal";
+* ShanghaiTech: with no ``descriptions`` given, a ShanghaiTech manifest gets
+  ``dong-shanghaitech`` (Sec. 3.1.2: bicycles, vehicles and running are anomalies there; its
+  texts are vadpipe's), any other dataset ``dong-categories``;
+* ``epochs`` (not in the paper): see :mod:`.common`.
 
 Needs a CLIP-style text tower (CoOp): open_clip CLIP and CoCa towers both work. Saved:
 the temporal module and the class text embeddings (:class:`VideoModel`'s ``state_dict``);
@@ -52,7 +71,8 @@ from torch import nn
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Scores
 from vadpipe.heads.clipassist.common import DescriptionConfig, DescriptionHead, fit_adam, pad_batch
-from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, video_loss
+from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, classifier_loss, video_loss
+from vadpipe.texts import check_template
 
 
 @dataclass
@@ -65,6 +85,11 @@ class ClipAssistConfig(DescriptionConfig):
     tau: float = 0.07  # softmax temperature of the class similarities (eq. 10)
     lam: float = 0.1  # lambda: weight of the normal-vs-abnormal text contrast (eq. 12)
     gcn: bool = True  # the global temporal adapter (False: local transformer only)
+    temporal: bool = True  # the temporal module (False: Table 10 "w/o Temporal Module")
+    classifier: bool = False  # a linear classifier instead of the text alignment (Tables 4-5 baselines)
+    class_text: str = "description"  # description (Table 1 style) or category (the class name)
+    prompt_template: str | None = None  # e.g. "a photo of {}": fixed prompts, no learned context (Table 6)
+    shared_context: bool = False  # one context for all classes (Table 9 "Middle")
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,26 +101,38 @@ class ClipAssistConfig(DescriptionConfig):
                 raise VadpipeError(f"clipassist: {name} must be >= 1, got {getattr(self, name)}")
         if self.lam < 0 or not 0 <= self.dropout < 1:
             raise VadpipeError("clipassist: lam must be >= 0, dropout in [0, 1)")
+        if self.class_text not in ("description", "category"):
+            raise VadpipeError(f"clipassist: class_text must be description or category, got {self.class_text!r}")
+        if self.prompt_template is not None:
+            check_template(self.prompt_template, where="clipassist: ")
 
 
 class VideoModel(nn.Module):
-    """A fitted ``clipassist``: the temporal module and one text embedding per class (normal first)."""
+    """A fitted ``clipassist``: the temporal module and one text embedding per class (normal
+    first), or -- the classifier baselines -- a linear classifier instead of the texts."""
 
-    def __init__(self, temporal: TemporalModule, text: torch.Tensor):
+    def __init__(self, temporal: TemporalModule, text: torch.Tensor | None, classifier: nn.Linear | None = None):
         super().__init__()
         self.temporal = temporal
-        self.register_buffer("text", text)  # (C+1 D), unit rows
+        self.register_buffer("text", text)  # (C+1 D), unit rows; None with a classifier
+        self.classifier = classifier
 
     def class_probs(self, f: np.ndarray, max_frames: int, tau: float) -> np.ndarray:
-        """softmax(M_t / tau) per frame ``(T C+1)``, the video cut into chunks of ``max_frames``."""
+        """softmax(M_t / tau) per frame ``(T C+1)`` -- or, with a classifier, ``(T 2)``: 1 - p, p
+        -- the video cut into chunks of ``max_frames``."""
         out = []
+        width = 2 if self.classifier is not None else len(self.text)
         with torch.no_grad():
             for start in range(0, len(f), max_frames):
                 x = torch.from_numpy(f[start : start + max_frames])[None]  # (1 T D)
                 valid = torch.ones(x.shape[:2], dtype=torch.bool)  # (1 T)
-                align = alignment_map(self.temporal(x, valid), self.text)[0]  # (T C+1)
-                out.append((align / tau).softmax(dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.text)), np.float32)
+                h = self.temporal(x, valid)  # (1 T D)
+                if self.classifier is not None:
+                    p = torch.sigmoid(self.classifier(h)[0])  # (T 1)
+                    out.append(torch.cat([1 - p, p], dim=-1).numpy())
+                else:
+                    out.append((alignment_map(h, self.text)[0] / tau).softmax(dim=-1).numpy())  # (T C+1)
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 
 
 class ClipAssistHead(DescriptionHead):
@@ -106,15 +143,44 @@ class ClipAssistHead(DescriptionHead):
 
     def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
         from vadpipe.heads.prompt_learner import PromptLearner
+        from vadpipe.heads.prompts import class_prompt
+        from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
-        if not pset.normal:
-            raise VadpipeError(f"{pset.path}: clipassist needs a 'normal' description")
-        self.texts_ = [", ".join(pset.normal)] + [", ".join(t) for t in per_class]
-        prompts = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx).to(device)
-        net = TemporalModule(encoder.dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn).to(device)
-        net.train()
-        prompts.train()
+
+        def temporal_module() -> TemporalModule:
+            net = TemporalModule(encoder.dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
+                                 local=cfg.temporal)
+            return net.to(device).train()
+
+        if cfg.classifier:  # the "CLIP + Classifier" baselines: no texts at all
+            self.texts_ = ["normal", "anomaly"]
+            net, linear = temporal_module(), nn.Linear(encoder.dim, 1).to(device)
+            anomalous = labels > 0
+
+            def classifier_batch_loss(idx):
+                x, valid = pad_batch([videos[i] for i in idx], device)  # (B T D), (B T)
+                return classifier_loss(linear(net(x, valid))[..., 0], valid, anomalous[idx].to(device), cfg.topk)
+
+            self.final_loss_ = fit_adam([*net.parameters(), *linear.parameters()], classifier_batch_loss, len(videos),
+                                        cfg, generator)
+            self.model_ = VideoModel(net.eval().cpu(), None, linear.eval().cpu()).eval()
+            return
+        if cfg.class_text == "category":
+            self.texts_ = ["normal"] + [class_prompt(c) for c in self.class_names_]
+        else:
+            if not pset.normal:
+                raise VadpipeError(f"{pset.path}: clipassist needs a 'normal' description")
+            self.texts_ = [", ".join(pset.normal)] + [", ".join(t) for t in per_class]
+        if cfg.prompt_template is not None:  # hand-crafted prompts: fixed text embeddings
+            fixed = torch.from_numpy(embed_prompts(encoder, self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
+            net = temporal_module()
+            prompts, params = (lambda: fixed), list(net.parameters())
+        else:  # the prompt learner first, then the module: the seeded draws of vadpipe 0.2
+            learner = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx,
+                                    shared_context=cfg.shared_context).to(device).train()
+            net = temporal_module()
+            prompts, params = learner, [p for p in [*net.parameters(), *learner.parameters()] if p.requires_grad]
 
         def batch_loss(idx):
             x, valid = pad_batch([videos[i] for i in idx], device)  # (B T D), (B T)
@@ -122,7 +188,6 @@ class ClipAssistHead(DescriptionHead):
             align = alignment_map(net(x, valid), text)  # (B T C)
             return video_loss(align, valid, labels[idx].to(device), text, cfg.tau, cfg.lam, cfg.topk)
 
-        params = [p for p in [*net.parameters(), *prompts.parameters()] if p.requires_grad]
         self.final_loss_ = fit_adam(params, batch_loss, len(videos), cfg, generator)
         net.eval()
         with torch.no_grad():
@@ -136,6 +201,8 @@ class ClipAssistHead(DescriptionHead):
     def _score_video(self, video) -> Scores:
         f = video.emb.astype(np.float32)  # (T D)
         probs = self.model_.class_probs(f, self.config.max_frames, self.config.tau)  # (T C+1), normal first
+        if self.model_.classifier is not None:  # no classes: the anomaly probability only
+            return Scores(video.frame_index, probs[:, 1].astype(np.float32), video.num_frames)
         return self._scores(video, 1.0 - probs[:, 0], probs[:, 1:], probs)
 
     @classmethod
@@ -148,5 +215,10 @@ class ClipAssistHead(DescriptionHead):
 
     def _new_model(self, state) -> VideoModel:
         cfg = self.config
-        text = torch.zeros(state["text"].shape)
-        return VideoModel(TemporalModule(text.shape[1], cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn), text)
+        if "classifier.weight" in state:
+            dim, text, linear = state["classifier.weight"].shape[1], None, nn.Linear(state["classifier.weight"].shape[1], 1)
+        else:
+            dim, text, linear = state["text"].shape[1], torch.zeros(state["text"].shape), None
+        temporal = TemporalModule(dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
+                                  local=cfg.temporal)
+        return VideoModel(temporal, text, linear)
