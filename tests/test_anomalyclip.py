@@ -395,6 +395,12 @@ def test_prompt_learner_is_the_text_tower_with_learned_context(tiny_encoder):
         torch.testing.assert_close(v, before[k])
     shared = PromptLearner(model, tiny_encoder.tokenizer, texts, n_ctx=4, shared_context=True)
     assert shared.ctx.shape == (4, 64) and shared().shape == (2, 64)
+    # the causal tower pools the end-of-text token: cutting the padding after it changes nothing
+    full = PromptLearner(model, tiny_encoder.tokenizer, texts, n_ctx=4, trim=False)
+    assert full.tokens.shape[1] == 77 and learner.tokens.shape[1] == 1 + 4 + 7 + 1  # SOS ctx "a car crashing into a wall ." EOT
+    with torch.no_grad():
+        full.ctx.copy_(learner.ctx)
+        torch.testing.assert_close(learner(), full(), rtol=1e-5, atol=1e-5)
 
 
 def test_prompt_learner_follows_a_coca_text_tower():
@@ -536,6 +542,11 @@ def test_training_clips_are_drawn_as_the_authors_dataset():
             offset = starts - np.arange(32) * dist
             assert offset.min() >= 0 and offset.max() <= dist - 15
             np.testing.assert_array_equal(idx, starts[:, None] + np.arange(16))
+        else:  # loop-padded to 512 frames: dist 15, each segment starts at 15 i or 15 i + 1, wrapped
+            assert dist == 15
+            first = idx[:, 0]
+            ok = (first == (15 * np.arange(32)) % T) | (first == (15 * np.arange(32) + 1) % T)
+            assert ok.all() and all(np.array_equal(row, (row[0] + np.arange(16)) % T) for row in idx)
 
 
 def test_a_schedule_too_short_to_train_is_refused(tmp_path, tiny_encoder):

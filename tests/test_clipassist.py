@@ -287,6 +287,9 @@ def test_hand_crafted_prompts_are_fixed_texts(weak, tiny_encoder):
     head = get_head("clipassist", epochs=0, prompt_template="a photo of {}", class_text="category").fit(cache, manifest)
     expected = embed_prompts(tiny_encoder, [f"a photo of {t}" for t in ("normal", "arson", "fighting")], ("{}",))
     np.testing.assert_allclose(head.model_.text.numpy(), expected, atol=1e-5)
+    with pytest.raises(VadpipeError, match="leave nothing to train; pass epochs=0"):
+        get_head("clipassist", prompt_template="a photo of {}", temporal=False).fit(cache, manifest)
+    get_head("clipassist", prompt_template="a photo of {}", temporal=False, epochs=0).fit(cache, manifest)
 
 
 def test_shanghaitech_manifests_get_shanghaitech_descriptions(weak):

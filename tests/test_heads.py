@@ -256,8 +256,8 @@ def test_heads_on_raw_and_on_old_normalised_caches(tmp_path, tiny_encoder):
     """featurize stores raw rows now; caches of vadpipe 0.2 hold unit rows and say so. Every head
     trains on an old cache (anomalyclip's raw geometry refuses it with one line and trains on it
     with geometry=unit); a head that reads unit rows scores a raw cache of the same frames with
-    the same run and nearly the same numbers; a head that reads rows as stored refuses the
-    other geometry by its recipe."""
+    the same run and nearly the same numbers, as does a head that reads rows as stored when it
+    was trained on unit rows (one trained on raw rows refuses unit ones: below)."""
     centres = embed_prompts(tiny_encoder, [NORMAL_TEXT, ANOMALY_TEXT], DEFAULT_TEMPLATES)
     kw = dict(n_train=4, n_test=3, n_weak=4, centres=centres)
     old = planted_sphere(tmp_path / "old", normalised=True, **kw)
@@ -276,10 +276,55 @@ def test_heads_on_raw_and_on_old_normalised_caches(tmp_path, tiny_encoder):
         head.fit(*old)
         on_old = head.score_videos(old[0], ids)
         assert frame_auc(old[1], on_old) >= BEHAVIOUR[name][1] - 0.1, name
-        if head.geometry == "unit":
-            on_raw = head.score_videos(raw[0], ids)
-            for vid in ids:
-                np.testing.assert_allclose(on_raw[vid].score, on_old[vid].score, atol=2e-2, err_msg=name)
-        else:
-            with pytest.raises(VadpipeError, match=r"with normalised=True, but cache .* has normalised=False"):
-                head.score_videos(raw[0], ids)
+        # unit heads, and a stored head trained on unit rows, read the raw group as unit rows
+        on_raw = head.score_videos(raw[0], ids)
+        for vid in ids:
+            np.testing.assert_allclose(on_raw[vid].score, on_old[vid].score, atol=2e-2, err_msg=name)
+
+
+def test_towers_are_built_with_the_activation_their_weights_were_trained_with(tmp_path):
+    """open_clip 3 builds GELU towers and only warns when a tag was trained with QuickGELU
+    (OpenAI's CLIP); vadpipe builds QuickGELU for those tags, records it in the encoder recipe
+    (groups written before read False: vadpipe built GELU), and a head's text tower follows the
+    group it reads."""
+    from vadpipe.cache import FeatureCache
+    from vadpipe.encoders import load_clip, parse_encoder
+    from vadpipe.encoders.clip import quick_gelu_for
+    from vadpipe.encoders.spec import trained_with_quick_gelu
+    from vadpipe.heads.text import text_encoder_for
+
+    for key, quick in (("ViT-B-16:openai", True), ("ViT-B-32:openai", True), ("ViT-B-16:laion2b_s34b_b88k", False),
+                       ("coca_ViT-L-14:mscoco_finetuned_laion2b_s13b_b90k", False), (TINY_KEY, False)):
+        spec = parse_encoder(key)
+        assert quick_gelu_for(spec) is quick and trained_with_quick_gelu(spec) is quick, key
+
+    def activation(model):
+        return type(model.transformer.resblocks[0].mlp.gelu).__name__
+
+    tiny = load_clip(TINY_KEY)
+    assert tiny.recipe()["quick_gelu"] is False and activation(tiny.model) == "GELU"
+    cache, _ = planted_sphere(tmp_path, n_train=1, n_test=1)
+    assert activation(text_encoder_for(cache, TINY_KEY).model) == "GELU"
+    with FeatureCache(tmp_path / "q.zarr", mode="a") as c:
+        c.ensure_encoder(TINY_KEY, {**tiny.recipe(), "quick_gelu": True, "sampling": {"mode": "planted"}})
+    with FeatureCache(tmp_path / "q.zarr") as c:
+        assert activation(text_encoder_for(c, TINY_KEY).model) == "QuickGELU"
+    with FeatureCache(tmp_path / "old.zarr", mode="a") as c:  # a group of vadpipe < 0.4: no quick_gelu recorded
+        c.ensure_encoder(TINY_KEY, {k: v for k, v in tiny.recipe().items() if k != "quick_gelu"})
+        assert c.recipe(TINY_KEY)["quick_gelu"] is False and c.recipe(TINY_KEY)["normalised"] is True
+
+
+def test_a_0_2_prototype_run_reads_a_raw_cache_as_the_unit_rows_it_was_trained_on(tmp_path):
+    """A run of vadpipe < 0.4 recorded no geometry; it trained on unit rows. Its prototype (rows
+    as stored) reads a raw group of the same frames normalised, so it scores what it scored on
+    the 0.2 cache (to float16 rounding), not distances of raw vectors to a unit-sphere mean."""
+    raw, manifest = planted_sphere(tmp_path / "raw", n_train=3, n_test=2, n_weak=3)
+    head = load_head(RUNS_02 / "prototype", device="cpu")
+    assert head.input_recipes_["emb"]["normalised"] is True
+    expected = np.load(RUNS_02 / "scores.npz")
+    for vid, s in head.score_videos(raw, manifest.ids("test")).items():
+        np.testing.assert_allclose(s.score, expected[f"prototype/{vid}/score"], atol=2e-3)
+    fresh = get_head("prototype").fit(raw, manifest)  # trained on raw rows: refuses unit ones
+    old, _ = planted_sphere(tmp_path / "old", n_train=3, n_test=2, n_weak=3, normalised=True)
+    with pytest.raises(VadpipeError, match="with normalised=False, but cache .* has normalised=True"):
+        fresh.score_videos(old, manifest.ids("test"))

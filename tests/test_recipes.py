@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from vadpipe.cli import app
 from vadpipe.data_manifests import Manifest, load_manifest
 from vadpipe.errors import VadpipeError
-from vadpipe.recipes import commands, cross_dataset, list_recipes, load_recipe, run
+from vadpipe.data_manifests.benchmarks import cross_dataset_manifest as cross_dataset
+from vadpipe.recipes import commands, list_recipes, load_recipe, run
 
 from conftest import SHARED, TINY, make_tiny_blip2
 
@@ -73,6 +74,16 @@ def test_bad_recipes_are_one_clear_line(tmp_path):
         "key": ({**good, "extra": 1}, r"unknown key\(s\) extra"),
         "sampling": ({**good, "featurize": {"encoder": TINY, "sampling": {"stride": 2, "fps": 5}}}, "choose one sampling"),
         "convention": ({**good, "evaluate": {"convention": "mine"}}, "unknown convention"),
+        "percent": ({**good, "published": [{"metric": "micro_auc", "value": 99.3}]}, r"in \(0, 1\] \(86.36% is"),
+        "captioner": ({**good, "captioner": {"model": "Salesforce/blip2-opt-2.7b"}}, "head 'kmeans' reads no captions"),
+        "questions": ({**good, "head": {"name": "s3m"}, "captioner": {"model": "m", "questions": "what?"}},
+                      "questions must be a list"),
+        "sigma": ({**good, "evaluate": {"sigma": "abc"}}, "bad evaluate option|sigma"),
+        "phrases": ({**good, "score": {"normal": "a bike"}}, "score normal must be a list"),
+        "encoder": ({**good, "featurize": {"encoder": 16, "sampling": {"stride": 1}}}, "featurize needs an encoder"),
+        "per_class": ({**good, "dataset": {"builder": "ucf_crime"}, "published": [
+            {"metric": "subset_mauc", "value": 0.8, "per_class": {"Abuse": 0.7, "Riot": 0.9}}]},
+            "per_class names Riot, not classes of ucf_crime"),
     }
     for name, (data, message) in cases.items():
         path = tmp_path / f"{name}.json"
@@ -102,9 +113,12 @@ def test_list_show_and_dry_run(tmp_path):
     ueki = commands(load_recipe("ueki-table1-dangerous-behavior"), tmp_path / "u")
     assert "--split test" in ueki[1] and """--param 'anomaly_prompts=["dangerous behavior"]'""" in ueki[2]
     vlavad = commands(load_recipe("vlavad-ped2"), tmp_path / "v", encoder=TINY)
-    assert f"--encoder {TINY}" in vlavad[1] and "--captioner Salesforce/blip2-opt-2.7b --questions" in vlavad[1]
+    assert f"--encoder {TINY}" in vlavad[2] and "--captioner Salesforce/blip2-opt-2.7b --questions" in vlavad[2]
     cross = commands(load_recipe("gao-cross-avenue-to-ped2"), tmp_path / "c")
     assert cross[0].startswith("vadpipe manifest avenue") and cross[1].startswith("vadpipe manifest ped2")
+    assert cross[2] == (f"vadpipe manifest cross --train {tmp_path}/c/train-manifest.csv --test "
+                        f"{tmp_path}/c/test-manifest.csv -o {tmp_path}/c/manifest.csv")
+    assert vlavad[1].startswith("printf '%s\\n' 'What is the pose of the person in the picture?'")
 
 
 def test_cross_dataset_manifest_trains_on_one_and_tests_on_the_other():
@@ -184,7 +198,7 @@ def test_every_recipe_runs_end_to_end_with_the_tiny_encoder(tmp_path, stand_ins,
     assert line.startswith(f"{name}: ") and "paper" in line and "obtained" in line and f"encoder={TINY}" in line
     assert (work / "report" / "report.json").exists() and (work / "result.json").exists()
     if recipe.captioner:
-        assert json.loads((work / "questions.json").read_text()) == recipe.captioner["questions"]
+        assert (work / "questions.txt").read_text().splitlines() == recipe.captioner["questions"]
         assert any(line.startswith("captions:") for line in lines)
     if recipe.published[0].get("per_class"):
         assert sum(line.startswith("  ") for line in lines) == len(recipe.published[0]["per_class"])
@@ -192,7 +206,7 @@ def test_every_recipe_runs_end_to_end_with_the_tiny_encoder(tmp_path, stand_ins,
     again = run(recipe, work, manifest=manifests[which], encoder=TINY, params=params, device="cpu",
                 captioner=str(blip2) if recipe.captioner else None, plots=False, log=lines.append)
     assert again.obtained == result.obtained and any("exists (same recipe.json): kept" in line for line in lines)
-    with pytest.raises(VadpipeError, match="made by another recipe or other settings"):
+    with pytest.raises(VadpipeError, match="made by another recipe, other settings or another manifest"):
         run(recipe, work, manifest=manifests[which], encoder=TINY, params={**params, "seed": 1}, device="cpu")
 
 
@@ -214,3 +228,73 @@ def test_every_recipe_has_a_row_in_docs_reproducing():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "reproducing.md").read_text()
     missing = [name for name in list_recipes() if f"| `{name}` |" not in doc]
     assert not missing, missing
+
+
+def test_a_work_folder_is_one_run_and_a_half_saved_run_is_trained_again(tmp_path, stand_ins):
+    manifests, caches, _ = stand_ins
+    recipe = load_recipe("ueki-table1-dangerous-behavior")
+    work = tmp_path / "w"
+    shutil.copytree(caches["synthetic", 16], work / "features.zarr")
+    lines = []
+    first = run(recipe, work, manifest=manifests["synthetic"], encoder=TINY, device="cpu", plots=False, log=lines.append)
+    (work / "run" / "config.json").write_text('{"head": "zeroshot", "config": {')  # killed while saving
+    lines.clear()
+    again = run(recipe, work, manifest=manifests["synthetic"], encoder=TINY, device="cpu", plots=False, log=lines.append)
+    assert not any("kept" in line for line in lines) and again.obtained == first.obtained
+    other = Manifest(list(load_manifest(manifests["synthetic"]))[1:])  # another set of videos
+    other.save(tmp_path / "other.csv")
+    with pytest.raises(VadpipeError, match="another manifest"):
+        run(recipe, work, manifest=tmp_path / "other.csv", encoder=TINY, device="cpu", plots=False)
+
+
+def test_a_per_class_row_prints_each_class_then_the_mean(tmp_path, stand_ins):
+    manifests, caches, _ = stand_ins
+    data = json.loads(Path(load_recipe("ueki-table2-per-class").path).read_text())
+    kinds = {"vehicle": 0.9, "intruder": 0.8, "fire": 0.85, "runner": 0.7}
+    data["dataset"] = {"builder": "ped2", "options": {}}  # no static class list: the synthetic kinds are accepted
+    data["published"] = [{"metric": "subset_mauc", "value": 0.8125, "per_class": kinds}]
+    path = tmp_path / "per-class.json"
+    path.write_text(json.dumps(data))
+    recipe = load_recipe(path)
+    work = tmp_path / "w"
+    shutil.copytree(caches["synthetic", 16], work / "features.zarr")
+    lines = []
+    result = run(recipe, work, manifest=manifests["synthetic"], encoder=TINY, device="cpu", plots=False, log=lines.append)
+    per_class = [line for line in lines if line.startswith("  ")]
+    assert [line.split(":")[0].strip() for line in per_class] == list(kinds)
+    assert all("n/a" not in line and "obtained 0." in line for line in per_class), per_class
+    report = json.loads((work / "report" / "report.json").read_text())["recognition"]
+    assert result.obtained["subset_mauc"] == pytest.approx(report["subset_mauc"])
+
+
+# training videos of each benchmark's split (normal, anomalous): what the shipped schedules meet
+TRAIN_VIDEOS = {("ucf_crime", None): (800, 810), ("shanghaitech", "weak"): (175, 63),
+                ("shanghaitech", "one-class"): (330, 0), ("xd_violence", None): (2049, 1905),
+                ("avenue", None): (16, 0), ("ped2", None): (16, 0)}
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_shipped_schedule_trains_on_its_dataset(name):
+    """The heads refuse a schedule whose learning rates sum below 1e-3 (it would return the
+    initialisation); every recipe's own schedule, on its dataset's real training-video counts,
+    must pass -- the end-to-end runs above override them for the stand-ins."""
+    from vadpipe.heads import get_head
+    from vadpipe.heads.training import MIN_LR_SUM
+
+    recipe = load_recipe(name)
+    dataset = recipe.dataset
+    split = dataset.get("options", {}).get("split", "one-class" if dataset["builder"] == "shanghaitech" else None)
+    normal, anomalous = TRAIN_VIDEOS[dataset["builder"], split]
+    head = get_head(recipe.head["name"], **recipe.head.get("params", {}))
+    if head.name == "anomalyclip":
+        from vadpipe.heads.anomalyclip.train import learning_rates, steps_per_epoch
+
+        lrs = learning_rates(head.config, steps_per_epoch(anomalous, normal, head.config.batch_size))
+    elif head.name.startswith("clipassist"):
+        from vadpipe.heads.clipassist.common import schedule
+
+        epochs, per_epoch = schedule(head.config, normal + anomalous)
+        lrs = [head.config.lr] * (epochs * per_epoch)
+    else:
+        pytest.skip(f"{head.name}: no schedule check")
+    assert sum(lrs) >= MIN_LR_SUM, (name, sum(lrs))

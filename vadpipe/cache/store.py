@@ -49,7 +49,8 @@ EMB_CHUNK_FRAMES = 4096
 DONE, FAILED, INCOMPLETE = "done", "failed", "incomplete"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 IMAGE, CAPTIONER = "image", "captioner"  # kinds of encoder groups (a recipe's "kind")
-RECIPE_FIELDS = ("model", "pretrained", "checkpoint_sha256", "dim", "preprocessing", "sampling", "normalised")
+RECIPE_FIELDS = ("model", "pretrained", "checkpoint_sha256", "dim", "quick_gelu", "preprocessing", "sampling",
+                 "normalised")
 
 
 def is_hdf5(path: str | Path) -> bool:
@@ -155,12 +156,14 @@ class FeatureCache:
         return self.keys(kind=IMAGE)
 
     def recipe(self, key: str) -> dict:
-        """The encoder group's recipe. An image group of vadpipe 0.2, which stored L2-normalised
-        rows and did not say so, reads ``normalised: True``."""
+        """The encoder group's recipe. An image group written before vadpipe 0.4, which stored
+        L2-normalised rows and built every tower with GELU and did not say so, reads
+        ``normalised: True`` and ``quick_gelu: False``."""
         self._require_encoder(key)
         recipe = self._backend.attrs(key)
-        if recipe.get("kind", IMAGE) == IMAGE and "normalised" not in recipe:
-            recipe["normalised"] = True
+        if recipe.get("kind", IMAGE) == IMAGE:
+            recipe.setdefault("normalised", True)
+            recipe.setdefault("quick_gelu", False)
         return recipe
 
     def _require_encoder(self, key: str) -> None:

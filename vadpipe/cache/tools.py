@@ -18,7 +18,7 @@ from vadpipe import __version__
 from vadpipe.cache.failures import failures_log_path, record_failure
 from vadpipe.cache.store import DONE, FAILED, INCOMPLETE, FeatureCache
 from vadpipe.data_manifests.schema import Manifest
-from vadpipe.encoders.spec import canonical_key, embed_dim, parse_encoder
+from vadpipe.encoders.spec import canonical_key, embed_dim, parse_encoder, trained_with_quick_gelu
 from vadpipe.errors import VadpipeError, one_line, output_dir
 from vadpipe.vectors import l2_normalize
 
@@ -209,7 +209,8 @@ def import_npy(
                 continue
             if normalise:
                 emb = l2_normalize(emb)
-            unit = bool(np.all(np.abs(np.linalg.norm(emb, axis=1) - 1) <= NORM_TOLERANCE))
+            norms = np.linalg.norm(emb, axis=1)
+            unit = bool(np.all(np.abs(norms[norms > 0] - 1) <= NORM_TOLERANCE))  # zero (padding) rows tell nothing
             if recipe.get("normalised") is None:
                 recipe["normalised"] = unit
             if unit != recipe["normalised"]:
@@ -259,8 +260,9 @@ def _import_recipe(encoder_key: str, npy_dir: Path, snippet: int, crop: str, nor
     except VadpipeError:
         spec = None
     dim = embed_dim(spec.model) if spec is not None and spec.checkpoint is None else None
-    if dim is not None:  # an open_clip name: heads can load its text tower
-        recipe.update({"model": spec.model, "pretrained": spec.tag, "dim": dim})
+    if dim is not None:  # an open_clip name: heads can load its text tower (with the towers' activation)
+        recipe.update({"model": spec.model, "pretrained": spec.tag, "dim": dim,
+                       "quick_gelu": trained_with_quick_gelu(spec)})
         return spec.key, recipe
     return encoder_key, recipe
 

@@ -114,6 +114,7 @@ def convert(
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names in the authors' id order, Normal included."),
     encoder: str = typer.Option("ViT-B-16:openai", "--encoder", help="Cache encoder key the run scores."),
     model: str = typer.Option("ViT-B-16", "--model", help="open_clip architecture of the checkpoint's text tower."),
+    quick_gelu: bool = typer.Option(True, "--quick-gelu/--no-quick-gelu", help="QuickGELU towers (OpenAI's CLIP, which the authors load)."),
 ):
     """Turn an author-released checkpoint into a run folder that `vadpipe score` reads."""
     if head != "anomalyclip":
@@ -121,5 +122,6 @@ def convert(
     from vadpipe.heads.anomalyclip.checkpoint import convert_checkpoint
 
     names = [c.strip() for c in classes.split(",")] if classes else None
-    run = convert_checkpoint(checkpoint, ncentroid, output, dataset=dataset, classes=names, encoder=encoder, model=model)
+    run = convert_checkpoint(checkpoint, ncentroid, output, dataset=dataset, classes=names, encoder=encoder, model=model,
+                             quick_gelu=quick_gelu)
     typer.echo(f"converted {checkpoint} to {run}")

@@ -1,4 +1,4 @@
-"""``vadpipe manifest folder|ucf_crime|shanghaitech|xd_violence|avenue|ped2``."""
+"""``vadpipe manifest folder|ucf_crime|shanghaitech|xd_violence|avenue|ped2|cross``."""
 
 from __future__ import annotations
 
@@ -85,3 +85,20 @@ def manifest_ped2(annotations: Path = _ANNOTATIONS, videos: Path = _VIDEOS, outp
                   gt: str = typer.Option("UCSDped2.m", help="UCSDped2.m (official) or ped2.mat (frame-prediction line).")):
     """UCSD Ped2: 1-based inclusive ranges of UCSDped2.m or ped2.mat, converted."""
     _save_benchmark("ped2", annotations, videos, output, gt=gt)
+
+
+@manifest_app.command("cross")
+@user_errors
+def manifest_cross(
+    train: Path = typer.Option(..., "--train", help="Manifest whose training videos to keep."),
+    test: Path = typer.Option(..., "--test", help="Manifest whose test videos to keep (and protocol)."),
+    output: Path = _OUTPUT,
+):
+    """Train on one dataset, test on another: the train rows of --train and the test rows of --test."""
+    from vadpipe.data_manifests import load_manifest
+    from vadpipe.data_manifests.benchmarks import cross_dataset_manifest
+
+    manifest = cross_dataset_manifest(load_manifest(train), load_manifest(test))
+    manifest.save(output)
+    typer.echo(f"wrote {output}: {len(manifest.select(split='train'))} train videos from {train}, "
+               f"{len(manifest.select(split='test'))} test videos from {test}")

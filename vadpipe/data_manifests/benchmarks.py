@@ -72,12 +72,25 @@ def build_benchmark_manifest(
     return builder(annotations, videos, **options)
 
 
+def cross_dataset_manifest(train: Manifest, test: Manifest) -> Manifest:
+    """The training videos of ``train`` and the test videos of ``test`` as one manifest: train on
+    one dataset, test on another (cross-scene rows). It keeps the test dataset's protocol;
+    ``meta["train_dataset"]`` names the other. Video ids must not clash."""
+    entries = train.select(split="train") + test.select(split="test")
+    ids = [e.video_id for e in entries]
+    clash = sorted({i for i in ids if ids.count(i) > 1})
+    if clash:
+        raise VadpipeError(f"cross-dataset manifest: video id(s) {', '.join(clash[:3])} in both datasets")
+    return Manifest(entries, meta={**test.meta, "train_dataset": train.meta.get("dataset")})
+
+
 __all__ = [
     "BUILDERS",
     "build_avenue",
     "build_benchmark_manifest",
     "build_ped2",
     "build_shanghaitech",
+    "cross_dataset_manifest",
     "build_ucf_crime",
     "build_xd_violence",
 ]

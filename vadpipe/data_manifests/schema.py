@@ -181,8 +181,9 @@ class Manifest:
 
     @property
     def anomaly_classes(self) -> list[str]:
-        """Sorted anomaly class names: video labels and interval labels, less ``normal``."""
-        names = set()
+        """Sorted anomaly class names: video labels, interval labels and those the manifest's
+        meta declares (``anomaly_classes``: a dataset's full class list), less ``normal``."""
+        names = set((self.meta or {}).get("anomaly_classes", ()))
         for e in self.entries:
             if not e.is_normal:
                 names.add(e.label)

@@ -22,7 +22,9 @@ more classes (03_0035, 04_0001, 07_0007 and 10_0075 in the weak training split; 
 and 05_0023 in its test split): a test video's frames keep each their own class; a video's
 label -- all a weakly-supervised head sees of a training video -- is the class with the
 most frames (the earlier name on a tie). Which class AnomalyCLIP's authors gave those six
-is not published; this is vadpipe's rule.
+is not published; this is vadpipe's rule. The manifest declares all 17 classes
+(``meta["anomaly_classes"]``): 'step' occurs only inside a training video labelled 'running',
+and a head still learns a direction for it, as the authors' 17-class model has one.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def build_shanghaitech(
         source_convention="test_frame_mask/<id>.npy: one 0/1 value per frame, 0-based",
         split=split,
         cross_scene=None if scenes is None else {"train": scenes[0], "test": scenes[1]},
-        **({} if classes is None else {"classes": str(classes)}),
+        **({} if classes is None else {"classes": str(classes),
+                                       "anomaly_classes": sorted({iv.label for ivs in semantic.values() for iv in ivs})}),
     )
     return Manifest(entries, meta=meta)
 

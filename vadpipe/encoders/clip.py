@@ -41,6 +41,7 @@ class ClipEncoder:
     device: str
     precision: str
     dim: int
+    quick_gelu: bool = False  # the text and image towers' activation (OpenAI's weights: QuickGELU)
 
     @property
     def key(self) -> str:
@@ -63,6 +64,7 @@ class ClipEncoder:
             "checkpoint_sha256": self.spec.checkpoint_sha256,
             "random_seed": RANDOM_SEED if self.spec.tag == RANDOM_TAG else None,
             "dim": self.dim,
+            "quick_gelu": self.quick_gelu,
             "preprocessing": self.preprocessing.as_dict(),
             "open_clip_version": open_clip.__version__,
             "torch_version": torch.__version__,
@@ -93,13 +95,15 @@ class ClipEncoder:
         return np.concatenate(out)
 
 
-def load_clip(spec: str | EncoderSpec, device: str = "cpu", precision: str = "fp32") -> ClipEncoder:
+def load_clip(spec: str | EncoderSpec, device: str = "cpu", precision: str = "fp32",
+              quick_gelu: bool | None = None) -> ClipEncoder:
     """Build the open_clip model of ``spec`` on ``device`` in ``precision`` (eval mode)."""
-    return _load_clip_cached(spec if isinstance(spec, EncoderSpec) else parse_encoder(spec), device, precision)
+    spec = spec if isinstance(spec, EncoderSpec) else parse_encoder(spec)
+    return _load_clip_cached(spec, device, precision, quick_gelu_for(spec) if quick_gelu is None else quick_gelu)
 
 
 @lru_cache(maxsize=4)
-def _load_clip_cached(spec: EncoderSpec, device: str, precision: str) -> ClipEncoder:
+def _load_clip_cached(spec: EncoderSpec, device: str, precision: str, quick_gelu: bool) -> ClipEncoder:
     import open_clip
     import torch
 
@@ -128,7 +132,8 @@ def _load_clip_cached(spec: EncoderSpec, device: str, precision: str) -> ClipEnc
         try:
             if spec.tag == RANDOM_TAG:  # open_clip warns "no pretrained weights": that is the point
                 root_logger.setLevel(logging.ERROR)
-            model, _, _ = open_clip.create_model_and_transforms(spec.model, pretrained=spec.pretrained)
+            model, _, _ = open_clip.create_model_and_transforms(spec.model, pretrained=spec.pretrained,
+                                                                force_quick_gelu=quick_gelu)
         except RuntimeError as exc:
             hint = ""
             if "download" in str(exc).lower():
@@ -151,4 +156,18 @@ def _load_clip_cached(spec: EncoderSpec, device: str, precision: str) -> ClipEnc
     )
     tokenizer = open_clip.get_tokenizer(spec.model)
     dim = int(open_clip.get_model_config(spec.model)["embed_dim"])
-    return ClipEncoder(spec, model, tokenizer, pre, device, precision, dim)
+    quick = quick_gelu or bool(open_clip.get_model_config(spec.model).get("quick_gelu", False))
+    return ClipEncoder(spec, model, tokenizer, pre, device, precision, dim, quick)
+
+
+def quick_gelu_for(spec: EncoderSpec) -> bool:
+    """Whether ``spec``'s weights were trained with QuickGELU (OpenAI's CLIP: ``openai`` tags,
+    per open_clip's pretrained config). open_clip 3 builds its configs with GELU and only warns
+    when a tag says otherwise; vadpipe builds the activation the weights were trained with. A
+    local checkpoint or random weights follow the model config (``ViT-B-16-quickgelu`` names
+    set it)."""
+    import open_clip
+
+    if spec.tag == RANDOM_TAG or spec.checkpoint is not None:
+        return False
+    return bool((open_clip.get_pretrained_cfg(spec.model, spec.tag) or {}).get("quick_gelu", False))

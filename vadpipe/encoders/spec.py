@@ -134,6 +134,13 @@ def embed_dim(model: str) -> int | None:
     return int(cfg["embed_dim"]) if cfg and "embed_dim" in cfg else None
 
 
+def trained_with_quick_gelu(spec: EncoderSpec) -> bool:
+    """Without torch: whether features of ``spec`` come from QuickGELU towers -- OpenAI's weights
+    (tag ``openai``) and ``*-quickgelu`` models (for ``cache import``, which records it; loading a
+    model asks open_clip's pretrained config, :func:`vadpipe.encoders.clip.quick_gelu_for`)."""
+    return spec.checkpoint is None and (spec.tag == "openai" or spec.model.lower().endswith("-quickgelu"))
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as fh:

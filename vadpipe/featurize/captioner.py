@@ -239,7 +239,8 @@ def caption(
         if not isinstance(captioner, Captioner):
             captioner = load_captioner(captioner, questions, device, precision, prompt_template, max_new_tokens)
         clip = load_clip(spec_from_recipe(clip_recipe), device=captioner.device,
-                         precision="fp16" if captioner.device.startswith("cuda") else "fp32")
+                         precision="fp16" if captioner.device.startswith("cuda") else "fp32",
+                         quick_gelu=clip_recipe.get("quick_gelu", False))  # the towers of the image features
         key = captioner.key
         if key in cache.encoders() and cache.recipe(key).get("clip_key") != clip_key:
             raise VadpipeError(

@@ -34,13 +34,14 @@ What the base class owns:
 * **saving** -- ``config.json`` (head name, hyper-parameters, encoder key and recipe, class
   names, fitted metadata, vadpipe version) + ``weights.safetensors`` (the arrays of
   ``_state()``; for heads built on torch modules, the modules' own ``state_dict``). Nothing
-  is pickled. Run folders of vadpipe 0.2 load too (:func:`load_head` and each head's
-  ``_upgrade_v02`` bring them to today's form).
+  is pickled. Run folders of vadpipe 0.2 and 0.3 load too (:func:`load_head` and each head's
+  ``_upgrade_v02`` / ``_upgrade_v03`` bring them to today's form).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import ClassVar
@@ -120,7 +121,7 @@ class Head:
         video_ids = list(video_ids)
         for key in sources.values():
             cache.require_videos(key, video_ids)
-        normalise = needs_normalising(cache, self.encoder, self.geometry)
+        normalise = needs_normalising(cache, self.encoder, self.geometry, self.input_recipes_.get("emb"))
         return {vid: self._score_video(read_video(cache, sources, vid, normalise)) for vid in video_ids}
 
     def sources(self) -> dict[str, str]:
@@ -142,7 +143,10 @@ class Head:
         self._check_fitted()
         run_dir = output_dir(run_dir)
         state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-        save_file(state, str(run_dir / "weights.safetensors"))
+        # each file written whole under a temporary name, then renamed (config last): a run folder
+        # is never left with a half-written file, and a folder with config.json is complete
+        save_file(state, str(run_dir / "weights.safetensors.tmp"))
+        os.replace(run_dir / "weights.safetensors.tmp", run_dir / "weights.safetensors")
         meta = {
             "head": self.name,
             "config": asdict(self.config),
@@ -153,7 +157,8 @@ class Head:
             "extra": self._extra_config(),
             "vadpipe_version": __version__,
         }
-        (run_dir / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (run_dir / "config.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(run_dir / "config.json.tmp", run_dir / "config.json")
         return run_dir
 
     # ------------------------------------------------------------ hooks
@@ -178,6 +183,16 @@ class Head:
         """A vadpipe 0.2 run folder's config and weights in today's form (heads whose saved
         form changed override this)."""
         return meta, state
+
+    @classmethod
+    def _upgrade_v03(cls, meta: dict) -> dict:
+        """A run folder of vadpipe < 0.4 in today's form: its encoder read unit rows through
+        GELU towers (all vadpipe built then), and a head's parameters added in 0.4 take the
+        values that reproduce how it was trained (heads override to fill theirs)."""
+        recipe = dict(meta.get("encoder_recipe") or {})
+        recipe.setdefault("normalised", True)
+        recipe.setdefault("quick_gelu", False)
+        return {**meta, "encoder_recipe": recipe}
 
     # ------------------------------------------------------------ helpers
     def _device(self) -> str:
@@ -209,7 +224,8 @@ class Head:
             trained = self.input_recipes_.get(name)
             if not trained or key not in cache.encoders():  # vadpipe 0.2 runs recorded only the key
                 continue
-            compared = tuple(f for f in trained if not (f == "normalised" and name == "emb" and self.geometry == "unit"))
+            reads_either = self.geometry == "unit" or (self.geometry == "stored" and trained.get("normalised"))
+            compared = tuple(f for f in trained if not (f == "normalised" and name == "emb" and reads_either))
             difference = recipe_difference(cache.recipe(key), trained, compared)
             if difference:
                 field, have, want = difference
@@ -303,9 +319,11 @@ def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int |
     """Rebuild a saved head from ``run_dir`` (no pickle: JSON + safetensors).
 
     ``device`` and ``score_batch_size`` (default 16, or what a 0.2 run saved) are this run's
-    choice, whatever the head was trained with. A run folder of vadpipe 0.2 is upgraded on the way in: run-time options it saved
-    (``device``, ``score_batch_size``) are dropped, ``clipassist`` with ``mode="frame"``
-    becomes ``clipassist-frame``, and weights are renamed to today's module names.
+    choice, whatever the head was trained with. A run folder of vadpipe 0.2 is upgraded on the
+    way in: run-time options it saved (``device``, ``score_batch_size``) are dropped,
+    ``clipassist`` with ``mode="frame"`` becomes ``clipassist-frame``, and weights are renamed
+    to today's module names; one of any vadpipe < 0.4 records the unit rows and GELU towers it
+    read and the settings it trained with where 0.4 changed a default (``_upgrade_v03``).
     """
     from safetensors.numpy import load_file
 
@@ -326,6 +344,8 @@ def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int |
         if meta.get("head") == "clipassist" and meta["config"].get("mode") == "frame":
             meta["head"] = "clipassist-frame"
         meta, state = get_head_class(meta.get("head", "?"))._upgrade_v02(meta, state)
+    if _version(meta.get("vadpipe_version")) < (0, 4):
+        meta = get_head_class(meta.get("head", "?"))._upgrade_v03(meta)
     cls = get_head_class(meta.get("head", "?"))
     head = cls(encoder=meta.get("encoder"), device=device, score_batch_size=score_batch_size or 16,
                **meta.get("config", {}))

@@ -11,7 +11,8 @@ Image rows come as the cache stores them, or -- for heads whose method works on 
 vectors (``Head.geometry == "unit"``) -- scaled to unit length when the group holds the
 model's raw output (recipe ``normalised: false``); a group of vadpipe 0.2 already holds unit
 rows and is passed through untouched, so both give a head the same numbers up to the
-float16 rounding of the stored unit rows.
+float16 rounding of the stored unit rows (not for ``--snippet-mean`` features: the mean of raw
+rows, normalised, is not the mean of unit rows).
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ def read_video(cache, sources: dict[str, str], video_id: str, normalise: bool = 
     return Video(video_id, features.frame_index, features.num_frames, emb, captions)
 
 
-def needs_normalising(cache, key: str, geometry: str) -> bool:
-    """Whether a head of this ``geometry`` gets the rows of ``key`` scaled to unit length on read."""
-    return geometry == "unit" and not cache.recipe(key).get("normalised", True)
+def needs_normalising(cache, key: str, geometry: str, trained: dict | None = None) -> bool:
+    """Whether a head of this ``geometry`` gets the rows of ``key`` scaled to unit length on read:
+    a ``unit`` head whenever the group holds raw rows; a ``stored`` head when it was trained on
+    unit rows (``trained``: the recipe its run recorded) and the group holds raw ones."""
+    raw = not cache.recipe(key).get("normalised", True)
+    if geometry == "unit":
+        return raw
+    return geometry == "stored" and raw and bool((trained or {}).get("normalised"))
 
 
 class TrainingSet:

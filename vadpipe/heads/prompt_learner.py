@@ -10,7 +10,10 @@ appended CLS token) and the final text projection. Only the context vectors lear
 ``train_projection`` (AnomalyCLIP's best row, Table 7).
 
 The tower is deep-copied and frozen, so the shared encoder object that other code holds is
-never modified and no gradient is computed for its weights. Heads store the resulting text
+never modified and no gradient is computed for its weights. A causal tower that pools the
+end-of-text token (CLIP's) never lets the padding after it reach the pooled feature, so the
+prompts are cut after the last end-of-text token (``trim``; about half the cost of a step at
+77 tokens, the same features to float rounding). Heads store the resulting text
 features (not the context), so scoring needs no text model.
 """
 
@@ -64,6 +67,18 @@ def _text_tower(clip_model) -> dict:
     }
 
 
+def _pooled_positions(tokens, parts: dict):
+    """Where a causal tower that pools one token reads each prompt (``None``: the tower pools
+    otherwise -- CoCa's appended CLS token, no causal mask -- and trimming would change it)."""
+    if parts["cls_emb"] is not None or parts["attn_mask"] is None:
+        return None
+    if parts["pool_type"] == "argmax":
+        return tokens.argmax(dim=-1)
+    if parts["pool_type"] == "eos" and parts["eos_id"] is not None:
+        return (tokens == parts["eos_id"]).int().argmax(dim=-1)
+    return None
+
+
 class PromptLearner(nn.Module):
     """Learned prompts -> text features ``(n_cls, embed_dim)`` (not normalised).
 
@@ -80,6 +95,7 @@ class PromptLearner(nn.Module):
         shared_context: bool = False,
         init_std: float = 0.02,
         train_projection: bool = False,
+        trim: bool = True,
     ):
         super().__init__()
         if not texts:
@@ -95,6 +111,10 @@ class PromptLearner(nn.Module):
         tokens = tokenizer(prompts)  # (C L)
         with torch.no_grad():
             emb = parts["token_embedding"](tokens).float()  # (C L W)
+        end = _pooled_positions(tokens, parts)
+        if trim and end is not None:  # padding after the last end-of-text token: never pooled, never attended
+            keep = max(int(end.max()) + 1, 1 + n_ctx + 1)
+            tokens, emb = tokens[:, :keep], emb[:, :keep]
         width = emb.shape[-1]
         self.n_cls, self.n_ctx, self.shared_context = len(texts), n_ctx, shared_context
         self.pool_type, self.eos_id = parts["pool_type"], parts["eos_id"]

@@ -45,7 +45,8 @@ def text_encoder_for(cache, encoder_key: str):
             f"encoder {encoder_key!r} in {cache.path} was imported without an open_clip model; "
             "text prompts need one"
         )
-    return load_clip(spec_from_recipe(recipe), device="cpu", precision="fp32")
+    # the activation the cache's image features were made with (vadpipe < 0.4 built GELU for all)
+    return load_clip(spec_from_recipe(recipe), device="cpu", precision="fp32", quick_gelu=recipe.get("quick_gelu", False))
 
 
 def embed_prompts(encoder, prompts: list[str], templates: tuple[str, ...]) -> np.ndarray:

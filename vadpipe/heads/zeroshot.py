@@ -119,8 +119,9 @@ class ZeroshotHead(Head):
         cosine = f @ self.prompt_emb_.T  # (T P)
         class_probs = None
         if self.config.mode == "cosine":  # Ueki: the best anomaly prompt's cosine; classes: their cosines
-            score = cosine.max(axis=1)
-            best = cosine.argmax(axis=1)
+            anomaly = np.flatnonzero(self.is_anomaly_ == 1)
+            score = cosine[:, anomaly].max(axis=1)
+            best = anomaly[cosine[:, anomaly].argmax(axis=1)]
             if self.class_emb_ is not None:
                 class_probs = (f @ self.class_emb_.T).astype(np.float32)  # (T C)
         else:
@@ -141,10 +142,10 @@ class ZeroshotHead(Head):
         )
 
     @classmethod
-    def _upgrade_v02(cls, meta, state):
-        """0.2 had only the softmax mode."""
-        meta, state = super()._upgrade_v02(meta, state)
-        return {**meta, "config": {"mode": "softmax", **meta["config"]}}, state
+    def _upgrade_v03(cls, meta):
+        """Before 0.4 there was only the softmax mode."""
+        meta = super()._upgrade_v03(meta)
+        return {**meta, "config": {"mode": "softmax", **meta.get("config", {})}}
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {"prompt_emb": self.prompt_emb_.astype(np.float32), "is_anomaly": self.is_anomaly_}

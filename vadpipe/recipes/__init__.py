@@ -41,6 +41,7 @@ data).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -125,12 +126,27 @@ def validate(recipe: Recipe) -> None:
     from vadpipe.featurize.sampling import Sampling
     from vadpipe.heads import get_head
 
+    from vadpipe.encoders.spec import parse_encoder
+    from vadpipe.heads.registry import get_head_class
+    from vadpipe.texts import check_template
+
     where = recipe.path
     if not recipe.published:
         raise VadpipeError(f"{where}: 'published' lists no number")
     for item in recipe.published:
-        if not isinstance(item, dict) or item.get("metric") not in METRICS or not isinstance(item.get("value"), (int, float)):
-            raise VadpipeError(f"{where}: a published entry needs a metric ({', '.join(METRICS)}) and a value: {item!r}")
+        if not isinstance(item, dict) or item.get("metric") not in METRICS or not _number(item.get("value")) \
+                or not 0 < item["value"] <= 1:
+            raise VadpipeError(f"{where}: a published entry needs a metric ({', '.join(METRICS)}) and a value in "
+                               f"(0, 1] (86.36% is 0.8636): {item!r}")
+        per_class = item.get("per_class")
+        if per_class is not None:
+            known = _dataset_classes(recipe.dataset.get("builder"))
+            if not isinstance(per_class, dict) or not all(_number(v) and 0 < v <= 1 for v in per_class.values()):
+                raise VadpipeError(f"{where}: per_class maps class names to values in (0, 1]")
+            unknown = sorted(set(per_class) - set(known)) if known else []
+            if unknown:
+                raise VadpipeError(f"{where}: per_class names {', '.join(unknown)}, not classes of "
+                                   f"{recipe.dataset.get('builder')} ({', '.join(known)})")
     for dataset in (recipe.dataset, recipe.dataset.get("test")):
         if dataset is None:
             continue
@@ -142,12 +158,24 @@ def validate(recipe: Recipe) -> None:
         if unknown:
             raise VadpipeError(f"{where}: {builder} has no option(s) {', '.join(unknown)} "
                                f"(accepted: {', '.join(sorted(accepted))})")
+    head_class = get_head_class(recipe.head.get("name", "?"))
     if recipe.captioner is not None:
-        unknown = sorted(set(recipe.captioner) - {"model", "questions", "prompt_template", "max_new_tokens"})
-        if unknown or not recipe.captioner.get("model"):
+        cap = recipe.captioner
+        unknown = sorted(set(cap) - {"model", "questions", "prompt_template", "max_new_tokens"})
+        if unknown or not isinstance(cap.get("model"), str):
             raise VadpipeError(f"{where}: captioner needs a model; unknown option(s): {', '.join(unknown) or 'none'}")
-    if not recipe.featurize.get("encoder"):
+        questions = cap.get("questions", [])
+        if not isinstance(questions, list) or not all(isinstance(x, str) and x.strip() for x in questions):
+            raise VadpipeError(f"{where}: captioner questions must be a list of non-empty strings")
+        if "prompt_template" in cap:
+            check_template(cap["prompt_template"], where=f"{where}: captioner ")
+        if "max_new_tokens" in cap and not (isinstance(cap["max_new_tokens"], int) and cap["max_new_tokens"] > 0):
+            raise VadpipeError(f"{where}: captioner max_new_tokens must be a positive integer")
+        if "captions" not in head_class.inputs:
+            raise VadpipeError(f"{where}: head {head_class.name!r} reads no captions; drop the captioner")
+    if not isinstance(recipe.featurize.get("encoder"), str):
         raise VadpipeError(f"{where}: featurize needs an encoder")
+    parse_encoder(recipe.featurize["encoder"])
     Sampling.parse(**recipe.sampling_args)
     if recipe.featurize.get("crop", "center") not in CROPS:
         raise VadpipeError(f"{where}: crop {recipe.featurize['crop']!r}: vadpipe crops {', '.join(CROPS)}")
@@ -157,11 +185,40 @@ def validate(recipe: Recipe) -> None:
     bad = sorted(set(recipe.featurize.get("splits", ())) - {"train", "test"})
     if bad:
         raise VadpipeError(f"{where}: featurize splits must be train and/or test, got {', '.join(bad)}")
+    if not isinstance(recipe.head.get("params", {}), dict):
+        raise VadpipeError(f"{where}: head params must be an object")
     get_head(recipe.head.get("name", "?"), **recipe.head.get("params", {}))
-    EvalConfig(**{k: v for k, v in recipe.evaluate.items()})
+    try:
+        EvalConfig(**recipe.evaluate)
+    except TypeError as exc:
+        raise VadpipeError(f"{where}: bad evaluate option ({exc})") from None
     unknown = sorted(set(recipe.score) - {"normal", "anomaly", "threshold", "strength"})
     if unknown:
         raise VadpipeError(f"{where}: unknown score option(s) {', '.join(unknown)}")
+    for kind in ("normal", "anomaly"):
+        phrases = recipe.score.get(kind, [])
+        if not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise VadpipeError(f"{where}: score {kind} must be a list of phrases")
+    for key in ("threshold", "strength"):
+        if key in recipe.score and not _number(recipe.score[key]):
+            raise VadpipeError(f"{where}: score {key} must be a number")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _dataset_classes(builder: str | None) -> list[str]:
+    """The anomaly classes a benchmark's builder names without reading files (UCF-Crime, XD-Violence)."""
+    if builder == "ucf_crime":
+        from vadpipe.data_manifests.ucf_crime import CLASSES
+
+        return [c for c in CLASSES if c.lower() != "normal"]
+    if builder == "xd_violence":
+        from vadpipe.data_manifests.xd_violence import CLASS_CODES
+
+        return [c for c in CLASS_CODES.values() if c.lower() != "normal"]
+    return []
 
 
 # ---------------------------------------------------------------- running
@@ -211,8 +268,8 @@ def commands(recipe: Recipe, work: str | Path, videos=None, annotations=None, ma
             out.append(build(recipe.dataset, annotations or "ANNOTATIONS", videos or "VIDEOS", work / "train-manifest.csv"))
             out.append(build(test, test_annotations or "TEST_ANNOTATIONS", test_videos or "TEST_VIDEOS",
                              work / "test-manifest.csv"))
-            out.append(f"# {work / 'manifest.csv'}: the train rows of {work / 'train-manifest.csv'} and the test rows of "
-                       f"{work / 'test-manifest.csv'} (recipes run writes it)")
+            out.append(f"vadpipe manifest cross --train {q(str(work / 'train-manifest.csv'))} "
+                       f"--test {q(str(work / 'test-manifest.csv'))} -o {q(str(work / 'manifest.csv'))}")
         manifest = work / "manifest.csv"
     m, cache = q(str(manifest)), q(str(work / "features.zarr"))
     sampling = " ".join(_sampling_flags(recipe.sampling_args))
@@ -224,7 +281,8 @@ def commands(recipe: Recipe, work: str | Path, videos=None, annotations=None, ma
         cap = settings["captioner"]
         feat += f" --captioner {q(cap['model'])}"
         if cap.get("questions"):
-            feat += f" --questions {q(str(work / 'questions.json'))}"
+            out.append(f"printf '%s\\n' {' '.join(q(x) for x in cap['questions'])} > {q(str(work / 'questions.txt'))}")
+            feat += f" --questions {q(str(work / 'questions.txt'))}"
     out.append(feat.strip())
     param_flags = " ".join(f"--param {q(k + '=' + _param_text(v))}" for k, v in settings["head"]["params"].items())
     out.append(f"vadpipe train {settings['head']['name']} --cache {cache} --manifest {m} -o {q(str(work / 'run'))} "
@@ -246,17 +304,17 @@ def commands(recipe: Recipe, work: str | Path, videos=None, annotations=None, ma
     return out
 
 
-def cross_dataset(train, test):
-    """The training videos of ``train`` and the test videos of ``test`` as one manifest (the
-    test dataset's protocol; ``meta["train_dataset"]`` names the other)."""
-    from vadpipe.data_manifests import Manifest
+def _complete_run(run_dir: Path) -> bool:
+    """A run folder that loads (a run killed while saving is trained again)."""
+    from vadpipe.heads import load_head
 
-    entries = train.select(split="train") + test.select(split="test")
-    ids = [e.video_id for e in entries]
-    clash = sorted({i for i in ids if ids.count(i) > 1})
-    if clash:
-        raise VadpipeError(f"cross-dataset recipe: video id(s) {', '.join(clash[:3])} in both datasets")
-    return Manifest(entries, meta={**test.meta, "train_dataset": train.meta.get("dataset")})
+    if not (run_dir / "config.json").exists():
+        return False
+    try:
+        load_head(run_dir, device="cpu")
+    except Exception:  # noqa: BLE001 - anything unreadable is retrained
+        return False
+    return True
 
 
 def _param_text(value) -> str:
@@ -285,7 +343,7 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
     """Execute the recipe into ``work`` (module docstring); ``log`` receives one line per stage
     (and, for a per-class row, one line per class)."""
     from vadpipe.data_manifests import load_manifest
-    from vadpipe.data_manifests.benchmarks import build_benchmark_manifest
+    from vadpipe.data_manifests.benchmarks import build_benchmark_manifest, cross_dataset_manifest
     from vadpipe.errors import output_dir
     from vadpipe.evaluate.run import EvalConfig, evaluate
     from vadpipe.featurize import FeaturizeConfig, Sampling
@@ -294,14 +352,6 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
 
     work = output_dir(work)
     settings = effective(recipe, encoder, captioner, params)
-    record = work / "recipe.json"
-    if record.exists():
-        before = json.loads(record.read_text())
-        if before != json.loads(json.dumps(settings)):
-            raise VadpipeError(f"{work}: made by another recipe or other settings ({record}); use another -o folder")
-    else:
-        record.write_text(json.dumps(settings, indent=2) + "\n")
-
     if manifest is None:
         if videos is None or annotations is None:
             raise VadpipeError(f"recipe {recipe.name}: give --videos and --annotations (or --manifest)")
@@ -312,12 +362,22 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
             if test_videos is None or test_annotations is None:
                 raise VadpipeError(f"recipe {recipe.name}: tests on {test['builder']}: give --test-videos and "
                                    "--test-annotations")
-            built = cross_dataset(built, build_benchmark_manifest(test["builder"], test_annotations, test_videos,
+            built = cross_dataset_manifest(built, build_benchmark_manifest(test["builder"], test_annotations, test_videos,
                                                                   **test.get("options", {})))
         manifest_path = work / "manifest.csv"
         built.save(manifest_path)
     else:
         manifest_path = Path(manifest)
+    # the work folder holds one run: these settings on this manifest (its videos, splits, labels)
+    settings["manifest_sha256"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    record = work / "recipe.json"
+    if record.exists():
+        before = json.loads(record.read_text())
+        if before != json.loads(json.dumps(settings)):
+            raise VadpipeError(f"{work}: made by another recipe, other settings or another manifest ({record}); "
+                               "use another -o folder")
+    else:
+        record.write_text(json.dumps(settings, indent=2) + "\n")
     videos_m = load_manifest(manifest_path)
     log(f"manifest: {manifest_path} ({len(videos_m.select(split='train'))} train, {len(videos_m.select(split='test'))} test)")
 
@@ -337,7 +397,7 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
         cap = settings["captioner"]
         options = {k: cap[k] for k in ("prompt_template", "max_new_tokens") if k in cap}
         questions = cap.get("questions") or list(DEFAULT_QUESTIONS)
-        (work / "questions.json").write_text(json.dumps(questions, indent=2) + "\n")  # as --dry-run prints it
+        (work / "questions.txt").write_text("".join(f"{x}\n" for x in questions))  # as --dry-run writes it
         caps = caption(videos_m, cache, cap["model"], summary.encoder_key, questions=questions, device=device,
                        progress=progress, video_ids=ids, **options)
         log(f"captions: {caps.encoder_key} -> {cache}: {caps.line()}")
@@ -345,7 +405,7 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
             raise VadpipeError(f"recipe {recipe.name}: {len(caps.failed)} video(s) failed to caption")
 
     run_dir = work / "run"
-    if (run_dir / "config.json").exists() and (run_dir / "weights.safetensors").exists():
+    if _complete_run(run_dir):
         log(f"train: {run_dir} exists (same recipe.json): kept")
     else:
         head = train_head(settings["head"]["name"], cache, videos_m, run_dir, encoder=summary.encoder_key,

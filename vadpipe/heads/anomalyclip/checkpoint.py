@@ -11,8 +11,8 @@ checked on their released features (``cache import``) with no training:
 
 * the class directions are computed once, as their model does on every forward pass:
   the prompts ``[SOS] ctx <class name>. [EOT]`` through the checkpoint's own text tower
-  (loaded into the open_clip architecture ``model``, ``ViT-B-16``; no weights are
-  downloaded), d_c = E_T - m for the anomaly classes (Normal's row dropped). The class
+  (loaded into the open_clip architecture ``model``, ``ViT-B-16`` with QuickGELU as OpenAI's
+  CLIP; no weights are downloaded), d_c = E_T - m for the anomaly classes (Normal's row dropped). The class
   names are the authors' label files (:data:`AUTHORS_CLASSES`); their token embeddings must
   equal the checkpoint's prompt buffers, which catches a wrong dataset or class list;
 * the selector's running statistics and the temporal model map key by key
@@ -36,16 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from vadpipe.errors import VadpipeError, one_line
+from vadpipe.heads.anomalyclip.config import AUTHORS_CLASSES
 
-# data/{ucf,sht,xd}_labels.csv of the authors' repository: class names in id order (Normal included)
-AUTHORS_CLASSES: dict[str, tuple[str, ...]] = {
-    "ucf_crime": ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "Normal",
-                  "RoadAccidents", "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism"),
-    "shanghaitech": ("car", "chasing", "circuit", "fall", "fighting", "hurdle", "jumping", "monocycle", "normal",
-                     "push", "robbery", "running", "skateboard", "step", "stoop", "throwing object", "vaudeville",
-                     "vehicle"),
-    "xd_violence": ("Abuse", "Car_accident", "Explosion", "Fighting", "Normal", "Riot", "Shooting"),
-}
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "LongStorage": np.int64,
     "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
@@ -81,11 +73,22 @@ class _Storage:
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
+    """The tensor's elements, copied out of its storage after checking that every one lies
+    inside it (a file's sizes and strides are not trusted)."""
+    size, stride = tuple(size), tuple(stride)
+    if not isinstance(storage, np.ndarray) or not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)) \
+            or len(size) != len(stride):
+        raise pickle.UnpicklingError("a tensor with a bad offset, size or stride")
+    if 0 in size:
+        return np.empty(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= len(storage):
+        raise pickle.UnpicklingError(f"a tensor reaching element {last} of a storage of {len(storage)}")
     if not size:
         return storage[offset:offset + 1].reshape(()).copy()
     itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * itemsize for s in stride), writeable=False)
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride),
+                                           writeable=False)
     return np.array(view)
 
 
@@ -195,9 +198,10 @@ def _depth_of(state: dict, prefix: str) -> int:
 
 
 def class_directions(state: dict[str, np.ndarray], classes: tuple[str, ...], normal_index: int,
-                     prototype: np.ndarray, model: str = "ViT-B-16") -> np.ndarray:
+                     prototype: np.ndarray, model: str = "ViT-B-16", quick_gelu: bool = True) -> np.ndarray:
     """d_c = E_T([SOS] ctx <name>. [EOT]) - m of the anomaly classes, through the checkpoint's
-    own text tower in the open_clip architecture ``model``. ``(C-1, D)`` float32."""
+    own text tower in the open_clip architecture ``model`` (``quick_gelu``: OpenAI's CLIP, which
+    the authors load, uses QuickGELU). ``(C-1, D)`` float32."""
     import open_clip
     import torch
 
@@ -205,7 +209,7 @@ def class_directions(state: dict[str, np.ndarray], classes: tuple[str, ...], nor
     from vadpipe.heads.prompt_learner import PromptLearner
 
     register_tiny_config()  # vadpipe's own test configs (vadpipe-tiny) next to open_clip's
-    clip = open_clip.create_model(model, pretrained=None)
+    clip = open_clip.create_model(model, pretrained=None, force_quick_gelu=quick_gelu)
     tower = {"positional_embedding": "net.text_encoder.positional_embedding",
              "text_projection": "net.text_encoder.text_projection", "token_embedding.weight": "net.token_embedding.weight",
              "ln_final.weight": "net.text_encoder.ln_final.weight", "ln_final.bias": "net.text_encoder.ln_final.bias"}
@@ -229,7 +233,8 @@ def class_directions(state: dict[str, np.ndarray], classes: tuple[str, ...], nor
         raise VadpipeError(f"checkpoint: net.prompt_learner.ctx is {shape}, expected one context per class of "
                            f"{len(classes)} ({', '.join(classes)})")
     texts = [c.replace("_", " ") for c in classes]
-    learner = PromptLearner(clip, open_clip.get_tokenizer(model), texts, n_ctx=ctx.shape[1], train_projection=True)
+    learner = PromptLearner(clip, open_clip.get_tokenizer(model), texts, n_ctx=ctx.shape[1], train_projection=True,
+                            trim=False)  # their buffers hold all 77 positions
     for name in ("token_prefix", "token_suffix"):
         theirs = state.get(f"net.prompt_learner.{name}")
         if theirs is None or theirs.shape != tuple(getattr(learner, name).shape) or \
@@ -246,15 +251,18 @@ def class_directions(state: dict[str, np.ndarray], classes: tuple[str, ...], nor
 
 
 def convert_checkpoint(ckpt: str | Path, ncentroid: str | Path, out_dir: str | Path, dataset: str | None = None,
-                       classes: list[str] | None = None, encoder: str = "ViT-B-16:openai", model: str = "ViT-B-16") -> Path:
+                       classes: list[str] | None = None, encoder: str = "ViT-B-16:openai", model: str = "ViT-B-16",
+                       quick_gelu: bool = True) -> Path:
     """``last.ckpt`` + ``ncentroid.pt`` -> a vadpipe ``anomalyclip`` run folder in ``out_dir``.
 
     ``dataset`` (``ucf_crime``, ``shanghaitech``, ``xd_violence``) gives the authors' class list and
     the preset; or ``classes``: the class names in the authors' id order, Normal included.
-    ``encoder``: the cache key the run will score (the authors' features are ViT-B/16's).
+    ``encoder``: the cache key the run will score (the authors' features are ViT-B/16's);
+    ``model`` and ``quick_gelu``: the architecture of the checkpoint's text tower (OpenAI's
+    ViT-B/16: QuickGELU).
     """
     from vadpipe import __version__
-    from vadpipe.encoders.spec import embed_dim, parse_encoder
+    from vadpipe.encoders.spec import embed_dim, parse_encoder, trained_with_quick_gelu
     from vadpipe.heads.anomalyclip.head import AnomalyClipHead
 
     if dataset is not None and dataset not in AUTHORS_CLASSES:
@@ -273,7 +281,7 @@ def convert_checkpoint(ckpt: str | Path, ncentroid: str | Path, out_dir: str | P
     if not isinstance(prototype, np.ndarray) or prototype.ndim != 1:
         raise VadpipeError(f"{ncentroid}: expected one 1-D tensor (the normality prototype)")
     prototype = prototype.astype(np.float32)
-    directions = class_directions(state, names, normal[0], prototype, model)
+    directions = class_directions(state, names, normal[0], prototype, model, quick_gelu)
     anomaly_classes = tuple(c for i, c in enumerate(names) if i != normal[0])
     depth = _depth_of(state, "net.temporal_model.axial_attn.layers.blocks.")
     embed = state["net.temporal_model.projection.weight"].shape[0]
@@ -290,7 +298,7 @@ def convert_checkpoint(ckpt: str | Path, ncentroid: str | Path, out_dir: str | P
     head.class_names_ = anomaly_classes
     head.class_texts_ = [c.replace("_", " ") for c in anomaly_classes]
     head.input_recipes_ = {"emb": {"model": spec.model, "pretrained": spec.tag, "dim": embed_dim(spec.model),
-                                   "normalised": False}}
+                                   "quick_gelu": trained_with_quick_gelu(spec), "normalised": False}}
     bn = "net.selector_model.bn_layer."
     net_state = {"prototype": prototype, "directions": directions,
                  "selector.bn.running_mean": state[bn + "running_mean"].astype(np.float32),

@@ -20,6 +20,16 @@ LOSSES = ("code", "paper")
 SCHEDULES = ("epoch", "step")
 CLASS_TEXTS = ("name", "words")
 
+# data/{ucf,sht,xd}_labels.csv of the authors' repository: class names in id order (Normal included)
+AUTHORS_CLASSES: dict[str, tuple[str, ...]] = {
+    "ucf_crime": ("Abuse", "Arrest", "Arson", "Assault", "Burglary", "Explosion", "Fighting", "Normal",
+                  "RoadAccidents", "Robbery", "Shooting", "Shoplifting", "Stealing", "Vandalism"),
+    "shanghaitech": ("car", "chasing", "circuit", "fall", "fighting", "hurdle", "jumping", "monocycle", "normal",
+                     "push", "robbery", "running", "skateboard", "step", "stoop", "throwing object", "vaudeville",
+                     "vehicle"),
+    "xd_violence": ("Abuse", "Car_accident", "Explosion", "Fighting", "Normal", "Riot", "Shooting"),
+}
+
 # configs/model/anomaly_clip_{ucfcrime,shanghaitech,xdviolence}.yaml and configs/experiment/*.yaml
 PRESETS: dict[str, dict] = {
     "ucf_crime": dict(lr=1e-5, epochs=50, warmup_epochs=5, embed_dim=256, depth=1, concat_selector=False),

@@ -86,12 +86,20 @@ from vadpipe.heads.training import load_module_state, module_state, seeded
 
 
 def class_text(name: str, style: str) -> str:
-    """A class's text in its prompt: ``name`` -- the name with ``_`` -> space (the authors'
-    ``name.replace("_", " ")``: "RoadAccidents", "Car accident"); ``words`` -- CamelCase
-    split, lower case ("road accidents")."""
+    """A class's text in its prompt: ``name`` -- the class as the authors' label files spell it
+    when it is one of theirs (vadpipe's ``CarAccident`` is their ``Car_accident``), with ``_`` ->
+    space as their ``name.replace("_", " ")`` ("RoadAccidents", "Car accident"), else the
+    manifest's name so; ``words`` -- CamelCase split, lower case ("road accidents")."""
+    import re
+
+    from vadpipe.heads.anomalyclip.config import AUTHORS_CLASSES
     from vadpipe.heads.prompts import class_prompt
 
-    return name.replace("_", " ") if style == "name" else class_prompt(name)
+    if style == "words":
+        return class_prompt(name)
+    key = re.sub(r"[^0-9a-z]", "", name.lower())
+    theirs = {re.sub(r"[^0-9a-z]", "", c.lower()): c for names in AUTHORS_CLASSES.values() for c in names}
+    return theirs.get(key, name).replace("_", " ")
 
 
 class AnomalyClipHead(Head):
@@ -198,14 +206,19 @@ class AnomalyClipHead(Head):
     @classmethod
     def _upgrade_v02(cls, meta, state):
         """0.2 also saved the context vectors and text projection (``prompt.*``, never read) and
-        not the selector's ``num_batches_tracked`` (unused: its momentum is fixed); it trained
-        on unit rows with the paper's loss text, per-step schedule and CamelCase-split class
-        texts, which its config now says."""
+        not the selector's ``num_batches_tracked`` (unused: its momentum is fixed)."""
         state = {k: v for k, v in state.items() if not k.startswith("prompt.")}
         state["selector.bn.num_batches_tracked"] = np.zeros((), np.int64)
-        v02 = dict(geometry="unit", losses="paper", schedule="step", class_text="words", pos_init_std=0.02,
-                   beta2=0.98)
-        return {**meta, "config": {**v02, **meta["config"]}}, state
+        return meta, state
+
+    @classmethod
+    def _upgrade_v03(cls, meta):
+        """Before 0.4 the head trained on unit rows with the paper's loss text, a per-step
+        schedule, CamelCase-split class texts and N(0, 0.02) positions; its config now says so."""
+        meta = super()._upgrade_v03(meta)
+        before = dict(geometry="unit", losses="paper", schedule="step", class_text="words", pos_init_std=0.02,
+                      beta2=0.98)
+        return {**meta, "config": {**before, **meta.get("config", {})}}
 
     def _load_state(self, state, extra) -> None:
         dim, num_classes = state["prototype"].shape[0], state["directions"].shape[0]

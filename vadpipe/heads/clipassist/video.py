@@ -176,6 +176,9 @@ class ClipAssistHead(DescriptionHead):
             fixed = torch.from_numpy(embed_prompts(encoder, self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
             net = temporal_module()
             prompts, params = (lambda: fixed), list(net.parameters())
+            if not params and cfg.epochs != 0:
+                raise VadpipeError("clipassist: fixed prompts (prompt_template) without a temporal module leave nothing "
+                                   "to train; pass epochs=0 for CLIP with these prompts")
         else:  # the prompt learner first, then the module: the seeded draws of vadpipe 0.2
             learner = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx,
                                     shared_context=cfg.shared_context).to(device).train()
