@@ -369,8 +369,9 @@ def test_convention_options_are_checked():
     old = build_benchmark_manifest("ucf_crime", ANNOTATIONS / "ucf_crime", "/nonexistent", end="inclusive")
     old = replace(old, meta={k: v for k, v in old.meta.items() if k != "end_offset"})  # as vadpipe 0.2 wrote it
     scores = scores_of({e.video_id: (np.zeros(1), 10**5) for e in old.select("test")})
-    with pytest.raises(VadpipeError, match="built by vadpipe 0.2 with end=inclusive"):
-        evaluate(scores, old, None, EvalConfig(convention="lavad", plots=False))
+    for convention in ("lavad", "xdviodet", "mnad"):  # also where the peer has no UCF-Crime rule of its own
+        with pytest.raises(VadpipeError, match="built by vadpipe 0.2 with end=inclusive"):
+            evaluate(scores, old, None, EvalConfig(convention=convention, plots=False))
 
 
 def test_compare_refuses_runs_of_different_conventions(tmp_path):
@@ -418,6 +419,10 @@ def test_scores_keep_float64_and_expansion_errors_name_the_frame(tmp_path):
     back = ScoresStore(path).read("v").score
     assert back.dtype == np.float64 and back[0] != back[1]
     np.testing.assert_array_equal(back, close)
+    from vadpipe.scores import InMemoryScores
+
+    with pytest.raises(VadpipeError, match="class probabilities but no class names"):
+        InMemoryScores({"v": Scores(np.arange(3), close, 3, class_probs=np.zeros((3, 2)))})
     for index, bad in (([-1, 0, 1], -1), ([0, 1, 3], 3)):
         with pytest.raises(VadpipeError, match=f"sampled frame {bad} lies outside a video of 3 frames"):
             expand(np.array(index), np.zeros(3), 3)

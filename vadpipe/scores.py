@@ -148,6 +148,9 @@ class InMemoryScores:
         names = {tuple(s.class_names) for s in self.scores.values() if s.class_probs is not None}
         if len(names) > 1:
             raise VadpipeError(f"{self.path}: videos name different classes: {sorted(names)}")
+        if names == {()}:
+            raise VadpipeError(f"{self.path}: scores carry class probabilities but no class names "
+                               "(Scores.class_names): name their columns")
         self.meta = {**(meta or {}), "class_names": list(names.pop()) if names else list((meta or {}).get("class_names", []))}
 
     @property

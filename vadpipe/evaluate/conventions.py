@@ -120,15 +120,15 @@ def get_convention(name: str) -> Convention:
 def end_shift(convention: Convention, meta: dict, where: str) -> int:
     """Frames to add to every interval's end to move the manifest to the convention's rule."""
     dataset = (meta or {}).get("dataset")
-    if dataset not in convention.end_offsets:
+    if dataset not in convention.end_offsets and (convention.name == "vadpipe" or dataset != "ucf_crime"):
         return 0
-    have = manifest_end_offset(meta)
+    have = manifest_end_offset(meta or {})
     if have is None:
         raise VadpipeError(
             f"{where}: this {dataset} manifest was built by vadpipe 0.2 with end=inclusive ([s-1, e)), which no "
             f"peer uses and --convention {convention.name} cannot convert; rebuild it with `vadpipe manifest`"
         )
-    return convention.end_offsets[dataset] - have
+    return convention.end_offsets[dataset] - have if dataset in convention.end_offsets else 0
 
 
 def manifest_end_offset(meta: dict) -> int | None:
