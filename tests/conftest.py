@@ -36,6 +36,31 @@ def require_shared(*parts: str) -> Path:
     return path
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (a Zarr store) by relative path: two runs wrote the same bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# the real clips in ../shared/data/videos, by the video ids tests give them: (path, split)
+SHARED_CLIPS = {
+    "ped2_test": ("ucsd_ped2/testing/frames/01", "test"),
+    "avenue21": ("avenue/testing_videos/21.avi", "test"),
+    "avenue08": ("avenue/testing_videos/08.avi", "test"),
+    "ped2_train": ("ucsd_ped2/training/frames/01", "train"),
+    "avenue12": ("avenue/training_videos/12.avi", "train"),
+}
+
+
+def shared_clips_manifest(path: Path, *video_ids: str) -> Path:
+    """A manifest of the named real clips (all labelled normal), saved at ``path``."""
+    from vadpipe.data_manifests import Manifest, VideoEntry
+
+    videos = require_shared("videos")
+    Manifest([VideoEntry(v, str(videos / SHARED_CLIPS[v][0]), SHARED_CLIPS[v][1], "normal")
+              for v in video_ids]).save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder():
     from vadpipe.encoders import load_clip

@@ -22,6 +22,7 @@ from vadpipe.data_manifests import Manifest, VideoEntry
 from vadpipe.errors import VadpipeError
 
 from conftest import TINY, TINY_KEY, require_shared
+from conftest import tree_bytes as files
 from slurm_fixture import slurm_cluster  # noqa: F401 - a fixture
 
 runner = CliRunner()
@@ -55,10 +56,6 @@ def invoke(*args: str, code: int = 0) -> str:
     result = runner.invoke(app, list(args))
     assert result.exit_code == code, result.output
     return result.output
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def done_videos(cache: Path) -> set[str]:

@@ -6,28 +6,13 @@ import sys
 
 import pytest
 
-from vadpipe.data_manifests import Manifest, VideoEntry
-
-from conftest import TINY, assert_same_arrays, require_shared
-
-
-def tree_bytes(root):
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+from conftest import TINY, assert_same_arrays, shared_clips_manifest, tree_bytes
 
 
 @pytest.fixture(scope="module")
 def manifest_path(tmp_path_factory):
-    v = require_shared("videos")
-    rows = [
-        VideoEntry("ped2_test", str(v / "ucsd_ped2/testing/frames/01"), "test", "normal"),
-        VideoEntry("avenue21", str(v / "avenue/testing_videos/21.avi"), "test", "normal"),
-        VideoEntry("avenue08", str(v / "avenue/testing_videos/08.avi"), "test", "normal"),
-        VideoEntry("ped2_train", str(v / "ucsd_ped2/training/frames/01"), "train", "normal"),
-        VideoEntry("avenue12", str(v / "avenue/training_videos/12.avi"), "train", "normal"),
-    ]
-    path = tmp_path_factory.mktemp("resume") / "m.csv"
-    Manifest(rows).save(path)
-    return path
+    return shared_clips_manifest(tmp_path_factory.mktemp("resume") / "m.csv",
+                                 "ped2_test", "avenue21", "avenue08", "ped2_train", "avenue12")
 
 
 def run_featurize(manifest, cache, *extra, fault=None):

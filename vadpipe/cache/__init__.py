@@ -16,6 +16,7 @@ from vadpipe.cache.store import (
     HDF5_SUFFIXES,
     IMAGE,
     INCOMPLETE,
+    OBJECTS,
     RECIPE_FIELDS,
     SCHEMA_VERSION,
     FeatureCache,
@@ -27,7 +28,7 @@ from vadpipe.cache.store import (
 )
 
 __all__ = [
-    "CAPTIONER", "DONE", "EMB_CHUNK_FRAMES", "FAILED", "HDF5_SUFFIXES", "IMAGE", "INCOMPLETE", "RECIPE_FIELDS",
-    "SCHEMA_VERSION", "FeatureCache", "VideoFeatures", "check_node_name", "is_hdf5", "recipe_difference",
+    "CAPTIONER", "DONE", "EMB_CHUNK_FRAMES", "FAILED", "HDF5_SUFFIXES", "IMAGE", "INCOMPLETE", "OBJECTS",
+    "RECIPE_FIELDS", "SCHEMA_VERSION", "FeatureCache", "VideoFeatures", "check_node_name", "is_hdf5", "recipe_difference",
     "shard_cache_path",
 ]

@@ -13,6 +13,19 @@ Layout (ARCHITECTURE.md §2), the same tree in Zarr v3 (default, a directory) an
         text          str[T, Q]     captioners: one answer per question
         text_emb      float16[T, Q, D] captioners: CLIP text embedding of each answer
 
+An objects group (kind ``objects``, key ``ENCODER_KEY+DETECTOR``, see :mod:`vadpipe.objects`)
+has one row per object and sampled frame, ordered by frame then track (a frame index repeats
+once per object; a video may have no rows)::
+
+    /<encoder_key>+<detector>/<video_id>/   attrs: as above, num_samples (sampled frames), num_objects
+        frame_index   int64[N]      the frame the object is in
+        pts           float64[N]    its time
+        track_id      int64[N]      tracker's id (-1: a detection no track holds)
+        box           float32[N, 4] x1, y1, x2, y2 in source pixels
+        det_score     float32[N]    detector's score
+        label         str[N]        detector's class name (motion: "motion")
+        emb           float16[N, D] the encoder's embedding of the object's square crop
+
 A video group is written whole by one process and marked ``done`` only after every array
 is in place, so a killed run never leaves a group that looks finished; a group without
 ``done`` is deleted and rewritten on the next run. Shards never write shared attributes
@@ -48,9 +61,9 @@ SCHEMA_VERSION = 1  # of Zarr stores; an HDF5 file's is its backend's (2: native
 EMB_CHUNK_FRAMES = 4096
 DONE, FAILED, INCOMPLETE = "done", "failed", "incomplete"
 HDF5_SUFFIXES = (".h5", ".hdf5")
-IMAGE, CAPTIONER = "image", "captioner"  # kinds of encoder groups (a recipe's "kind")
+IMAGE, CAPTIONER, OBJECTS = "image", "captioner", "objects"  # kinds of encoder groups (a recipe's "kind")
 RECIPE_FIELDS = ("model", "pretrained", "checkpoint_sha256", "dim", "quick_gelu", "preprocessing", "sampling",
-                 "normalised")
+                 "normalised", "objects")
 
 
 def is_hdf5(path: str | Path) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 
 from vadpipe import __version__
 from vadpipe.cache.failures import failures_log_path, record_failure
-from vadpipe.cache.store import DONE, FAILED, INCOMPLETE, FeatureCache
+from vadpipe.cache.store import DONE, FAILED, INCOMPLETE, OBJECTS, FeatureCache
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.encoders.spec import canonical_key, embed_dim, parse_encoder, trained_with_quick_gelu
 from vadpipe.errors import VadpipeError, one_line, output_dir
@@ -39,6 +39,7 @@ def cache_info(path: str | Path) -> dict:
         for key in cache.encoders():
             counts = {DONE: 0, FAILED: 0, INCOMPLETE: 0}
             samples = 0
+            objects = 0
             failures = []
             for vid in cache.video_ids(key, status=None):
                 attrs = cache.video_attrs(key, vid)
@@ -46,9 +47,13 @@ def cache_info(path: str | Path) -> dict:
                 counts[state] += 1
                 if state == DONE:
                     samples += int(attrs.get("num_samples") or cache.array_info(key, vid)["frame_index"][0][0])
+                    objects += int(attrs.get("num_objects") or 0)
                 elif state == FAILED:
                     failures.append({"video_id": vid, **attrs["failed"]})
-            encoders[key] = {**counts, "samples": samples, "failures": failures, "recipe": cache.recipe(key)}
+            recipe = cache.recipe(key)
+            encoders[key] = {**counts, "samples": samples, "failures": failures, "recipe": recipe}
+            if recipe.get("kind") == OBJECTS:
+                encoders[key]["objects"] = objects
         return {"path": str(path), "format": cache.format, "bytes": disk_bytes(path), "encoders": encoders}
 
 
@@ -60,6 +65,7 @@ def verify_cache(path: str | Path) -> list[str]:
             recipe = cache.recipe(key)
             dim = recipe.get("dim")
             normalised = recipe.get("normalised", True)
+            objects = recipe.get("kind") == OBJECTS
             for vid in cache.video_ids(key, status=None):
                 state = cache.status(key, vid)
                 where = f"{key}/{vid}"
@@ -68,11 +74,13 @@ def verify_cache(path: str | Path) -> list[str]:
                     continue
                 if state == FAILED:
                     continue
-                problems += [f"{where}: {p}" for p in _verify_video(cache, key, vid, dim, normalised)]
+                problems += [f"{where}: {p}" for p in _verify_video(cache, key, vid, dim, normalised, objects)]
     return problems
 
 
-def _verify_video(cache: FeatureCache, key: str, vid: str, dim, normalised: bool) -> list[str]:
+def _verify_video(cache: FeatureCache, key: str, vid: str, dim, normalised: bool, objects: bool = False) -> list[str]:
+    """A video group's problems. An objects group (one row per object and frame) may have no
+    rows and repeats a frame index for each object in it; its boxes are ``(N, 4)``."""
     info = cache.array_info(key, vid)
     out = []
     for name, dtype in (("frame_index", "int64"), ("pts", "float64")):
@@ -84,10 +92,18 @@ def _verify_video(cache: FeatureCache, key: str, vid: str, dim, normalised: bool
         return out
     f = cache.read(key, vid)
     T = len(f.frame_index)
-    if T == 0:
+    if T == 0 and not objects:
         out.append("no samples")
-    if np.any(np.diff(f.frame_index) <= 0):
+    if objects and np.any(np.diff(f.frame_index) < 0):
+        out.append("frame_index is not in frame order")
+    elif not objects and np.any(np.diff(f.frame_index) <= 0):
         out.append("frame_index is not strictly increasing")
+    if objects:
+        for name in ("track_id", "box", "det_score", "label"):
+            if name not in f.arrays:
+                out.append(f"missing array {name}")
+        if "box" in f.arrays and f.arrays["box"].shape[1:] != (4,):
+            out.append(f"box has shape {f.arrays['box'].shape}, expected (N, 4)")
     num_frames = f.attrs.get("num_frames")
     if num_frames is None:
         out.append("no num_frames attribute")
@@ -292,7 +308,8 @@ def _load_features(file: Path, crop: str) -> np.ndarray:
 
 def export_npy(cache_path: str | Path, encoder_key: str, out_dir: str | Path, video_ids=None) -> list[str]:
     """Write ``OUT/<video_id>.npy`` (float16 (T, D)) for done videos, plus ``OUT/index.json``
-    with each video's frame indices and the encoder recipe."""
+    with each video's frame indices and the encoder recipe. For an objects key the rows are
+    objects (N, D) and ``index.json`` also lists each row's track id, box, score and label."""
     out = output_dir(out_dir)
     index = {}
     with FeatureCache(cache_path) as cache:
@@ -307,5 +324,8 @@ def export_npy(cache_path: str | Path, encoder_key: str, out_dir: str | Path, vi
                 np.save(fh, f.emb)
             os.replace(tmp, out / f"{vid}.npy")
             index[vid] = {"frame_index": f.frame_index.tolist(), "num_frames": f.num_frames}
+            for name in ("track_id", "box", "det_score", "label"):
+                if name in f.arrays:
+                    index[vid][name] = f.arrays[name].tolist()
         (out / "index.json").write_text(json.dumps({"encoder": key, "recipe": cache.recipe(key), "videos": index}))
     return list(ids)

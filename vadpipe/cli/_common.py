@@ -38,7 +38,7 @@ def user_errors(fn):
     return wrapper
 
 
-def parse_params(params: list[str] | None, config: Path | None) -> dict:
+def parse_params(params: list[str] | None, config: Path | None, option: str = "--param") -> dict:
     """Head hyper-parameters from ``--config file.json`` and ``--param key=value`` (JSON values)."""
     out: dict = {}
     if config is not None:
@@ -51,7 +51,7 @@ def parse_params(params: list[str] | None, config: Path | None) -> dict:
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise VadpipeError(f"--param {item!r}: expected KEY=VALUE")
+            raise VadpipeError(f"{option} {item!r}: expected KEY=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -27,7 +27,8 @@ def cache_info_cmd(cache: Path = typer.Argument(..., help="Cache (.zarr or .h5).
         r = enc["recipe"]
         typer.echo(f"  {key}: {enc['done']} done, {enc['failed']} failed, {enc['incomplete']} incomplete; "
                    f"{enc['samples']} samples; dim {r.get('dim')}; sampling {json.dumps(r.get('sampling'))}; "
-                   f"precision {r.get('precision', '-')}")
+                   f"precision {r.get('precision', '-')}"
+                   + (f"; {enc['objects']} objects from {r['objects']['detector']}" if "objects" in enc else ""))
         for f in enc["failures"][:10]:
             typer.echo(f"    failed {f['video_id']}: {f['stage']}: {f['reason']}")
 

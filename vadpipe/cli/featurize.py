@@ -48,6 +48,17 @@ def featurize(
     questions: Optional[Path] = typer.Option(
         None, "--questions", help="Questions for --captioner: JSON list or text, one per line (default: VLAVAD's three + a caption)."
     ),
+    crop: Optional[str] = typer.Option(
+        None, "--crop", help="Frames: center (open_clip's, the default), full (whole frame squashed), pad (whole frame letterboxed)."
+    ),
+    objects: Optional[str] = typer.Option(
+        None, "--objects", help="Also detect, track, crop and embed objects: motion, a torchvision detector "
+        "(fasterrcnn_resnet50_fpn_v2, ...), or file:DIR (MOT text files DIR/<video_id>.txt)."
+    ),
+    objects_param: Optional[List[str]] = typer.Option(
+        None, "--objects-param", help="KEY=VALUE for --objects (repeatable): min_area, max_objects, margin, tracker, "
+        "track_threshold, track_buffer, match_threshold, and the detector's own (weights, classes, score_threshold ...)."
+    ),
     shards: int = typer.Option(1, "--shards", help="With --executor slurm / --emit-sbatch: array tasks, task i = shard i."),
     emit_sbatch: Optional[Path] = typer.Option(None, "--emit-sbatch", help="Write this sbatch array script instead of running."),
     executor_options=None,
@@ -57,8 +68,21 @@ def featurize(
     from vadpipe.featurize import FeaturizeConfig, Sampling
     from vadpipe.featurize import featurize as run_featurize
 
+    if objects_param and not objects:
+        raise VadpipeError("--objects-param needs --objects DETECTOR")
+    objects_config = None
+    if objects:
+        from vadpipe.cli._common import parse_params
+        from vadpipe.objects import ObjectsConfig
+
+        objects_config = ObjectsConfig.parse(objects, parse_params(objects_param, None, "--objects-param"))
+        if captioner is not None:
+            raise VadpipeError("--captioner with --objects (answers per object) is not available yet: "
+                               "caption the frames in a run without --objects")
     config = FeaturizeConfig(
         encoder=encoder,
+        crop=crop,
+        objects=objects_config,
         sampling=Sampling.parse(stride=stride, fps=fps, snippets=snippets, snippet_mean=snippet_mean),
         workers=workers,
         device=device,
@@ -96,7 +120,8 @@ def featurize(
     ids = [e.video_id for e in videos if e.split in split] if split else None
     show = progress and sys.stderr.isatty()
     summaries = [run_featurize(videos, cache, config, progress=show, video_ids=ids)]
-    typer.echo(f"{summaries[0].encoder_key} -> {cache}: {summaries[0].line()}")
+    keys = summaries[0].encoder_key + (f" (+ {config.objects.key(summaries[0].encoder_key)})" if config.objects else "")
+    typer.echo(f"{keys} -> {cache}: {summaries[0].line()}")
     if captioner is not None:
         from vadpipe.featurize.captioner import DEFAULT_QUESTIONS, caption, load_questions
 

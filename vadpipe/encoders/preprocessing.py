@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from vadpipe.errors import VadpipeError
 
+CROPS = ("center", "full", "pad")
+
 
 @dataclass
 class Preprocessing:
@@ -29,15 +31,20 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
+    crop: str = "center"  # center (open_clip's), full (the whole frame squashed), pad (letterboxed)
 
     def __post_init__(self):  # one error when the model loads, not one failed video per video
         if self.interpolation not in ("bicubic", "bilinear"):
             raise VadpipeError(f"interpolation {self.interpolation!r} is not supported (bicubic, bilinear)")
         if self.resize_mode not in ("shortest", "squash"):
             raise VadpipeError(f"resize mode {self.resize_mode!r} is not supported (shortest, squash)")
+        if self.crop not in CROPS:
+            raise VadpipeError(f"crop {self.crop!r} is not supported ({', '.join(CROPS)})")
 
     def as_dict(self) -> dict:
-        return {
+        """The recipe's ``preprocessing``; ``crop`` appears only when it is not ``center`` (groups
+        written before it existed are centre crops and compare equal)."""
+        out = {
             "size": self.size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -45,13 +52,22 @@ class Preprocessing:
             "resize_mode": self.resize_mode,
             "implementation": "vadpipe uint8 tensor resize (torch antialias, PIL fixed point) + center crop",
         }
+        if self.crop != "center":
+            out["crop"] = self.crop
+        return out
 
     def resize_crop_batch(self, frames):
-        """``uint8 tensor (B, H, W, 3)`` (frames of one size) -> ``uint8 (B, 3, size, size)``."""
+        """``uint8 tensor (B, H, W, 3)`` (frames of one size) -> ``uint8 (B, 3, size, size)``.
+
+        ``crop``: ``center`` -- open_clip's (short side to ``size``, centre square: a 16:9 frame
+        loses 44% of its width); ``full`` -- the whole frame squashed to a square; ``pad`` -- the
+        whole frame, long side to ``size``, letterboxed with black (open_clip's ``longest``)."""
         h, w = frames.shape[1:3]
         s = self.size
-        if self.resize_mode == "squash":
+        if self.resize_mode == "squash" or self.crop == "full":
             return self._resize(frames, s, s).contiguous()
+        if self.crop == "pad":
+            return self._letterbox(frames)
         # torchvision/PIL rule: the short side becomes s, the long side int(s * long / short)
         if h <= w:
             new_h, new_w = s, int(s * w / h)
@@ -61,6 +77,25 @@ class Preprocessing:
         top = int(round((new_h - s) / 2.0))
         left = int(round((new_w - s) / 2.0))
         return img[:, :, top : top + s, left : left + s].contiguous()
+
+    def resize_square(self, frames):
+        """Square ``uint8 (B, n, n, 3)`` -> ``uint8 (B, 3, size, size)`` (object crops)."""
+        n = frames.shape[1]
+        if n == self.size:
+            return frames.permute(0, 3, 1, 2).contiguous()
+        return self._resize(frames, self.size, self.size).contiguous()
+
+    def _letterbox(self, frames):
+        import torch
+
+        h, w = frames.shape[1:3]
+        s = self.size
+        new_h, new_w = (s, max(1, round(w * s / h))) if h >= w else (max(1, round(h * s / w)), s)
+        img = self._resize(frames, new_h, new_w) if (new_h, new_w) != (h, w) else frames.permute(0, 3, 1, 2)
+        out = torch.zeros((len(frames), 3, s, s), dtype=torch.uint8)
+        top, left = (s - new_h) // 2, (s - new_w) // 2
+        out[:, :, top : top + new_h, left : left + new_w] = img
+        return out
 
     def _resize(self, frames, new_h: int, new_w: int):
         """``(B, H, W, 3)`` uint8 CPU tensor -> ``(B, 3, new_h, new_w)`` uint8, antialiased like PIL.

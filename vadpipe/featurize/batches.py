@@ -53,5 +53,8 @@ class VideoBatches:
             self.buffered = len(rest)
         return time.perf_counter() - t
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, dim: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Indices, times and embeddings of every row added (``dim`` shapes an empty result)."""
+        if not self.count:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, dim), np.float16)
         return np.concatenate(self.index), np.concatenate(self.pts), np.concatenate(self.embs)

@@ -6,7 +6,9 @@ and resizing overlap the encoder in the main process. Each worker decodes its vi
 sequentially, one frame in memory at a time, and emits, for the video at position ``pos``
 of the run:
 
-* :class:`Chunk` -- sampled frames: their indices, times and the resized, cropped pixels;
+* :class:`Chunk` -- sampled frames: their indices, times and the resized, cropped pixels; with
+  ``--objects``, also the objects found in them (:class:`~vadpipe.objects.finder.ObjectRows`:
+  boxes, tracks, scores, labels and square crops, made here from the full-resolution frame);
 * :class:`End` -- the video is complete: decoded length, fps, size, warnings, snippet starts;
 * :class:`Failure` -- the video could not be read (stage and one-line reason).
 
@@ -30,6 +32,7 @@ from vadpipe.featurize.readers import DecodeError, open_source
 
 CHUNK_FRAMES = 32
 CHUNK_BYTES = 256 << 20  # full-resolution frames held before a resize: at most this
+CHUNK_OBJECTS = 256  # object crops held before a chunk is sent
 
 
 class Chunk(NamedTuple):
@@ -37,6 +40,7 @@ class Chunk(NamedTuple):
     frame_index: np.ndarray  # int64[b] source frames
     pts: np.ndarray  # float64[b] their times in seconds
     frames: torch.Tensor  # uint8 (b, 3, s, s), resized and cropped
+    objects: object = None  # ObjectRows of these frames (with --objects), else None
 
 
 class End(NamedTuple):
@@ -46,7 +50,8 @@ class End(NamedTuple):
 
 class Failure(NamedTuple):
     pos: int
-    stage: str  # "decode" (unreadable) or "sample" (the sampling cannot apply)
+    stage: str  # "decode" (unreadable), "sample" (the sampling cannot apply): the video ends;
+    # "objects" (its detections cannot be read): only its objects fail, its frames go on
     reason: str
 
 
@@ -61,42 +66,61 @@ class DecodeJob:
     pos: int  # position in the run's list of videos
     path: str
     fps_hint: float | None
+    video_id: str = ""  # names the video's detections file (objects from file:DIR)
 
 
 class DecodeDataset(IterableDataset):
     def __init__(self, jobs: list[DecodeJob], sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES,
-                 threads: int = 0):
+                 threads: int = 0, objects=None):
         self.jobs = jobs
         self.sampling = sampling
         self.preprocessing = preprocessing
         self.chunk_frames = chunk_frames
         self.threads = threads  # FFmpeg threads per video (0: FFmpeg's choice)
+        self.objects = objects  # ObjectsConfig, or None for frames only
 
     def __iter__(self):
         info = get_worker_info()
         jobs = self.jobs if info is None else self.jobs[info.id :: info.num_workers]
+        finder = None
+        if self.objects is not None and jobs:
+            from vadpipe.objects.finder import ObjectFinder
+
+            finder = ObjectFinder(self.objects, self.preprocessing)  # the detector: once per worker
         for job in jobs:
-            yield from decode_video(job, self.sampling, self.preprocessing, self.chunk_frames, self.threads)
+            yield from decode_video(job, self.sampling, self.preprocessing, self.chunk_frames, self.threads, finder)
 
 
-def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES, threads: int = 0):
+def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CHUNK_FRAMES, threads: int = 0,
+                 finder=None):
     """Generator of the items described in the module docstring, for one video."""
+    from vadpipe.objects.detectors import ObjectsError
+
     try:
         source = open_source(job.path, fps_hint=job.fps_hint, threads=threads)
         plan = sampling.plan(source.count_frames() if sampling.needs_length else None)
+        objects = None
+        if finder is not None:
+            try:
+                objects = finder.start(job.video_id)
+            except ObjectsError as exc:  # a bad detections file: this video's objects fail, its frames go on
+                yield Failure(job.pos, "objects", str(exc))
         chunk: list = []
+        rows: list = []
         nbytes = 0
         for index, pts, rgb in source.iter_frames(plan.keep):
             if chunk and rgb.shape != chunk[-1][2].shape:
-                yield _frames_item(job.pos, chunk, preprocessing)  # a size change mid-stream
-                chunk, nbytes = [], 0
+                yield _frames_item(job.pos, chunk, preprocessing, rows)  # a size change mid-stream
+                chunk, rows, nbytes = [], [], 0
             chunk.append((index, pts, rgb))
             nbytes += rgb.nbytes
-            if len(chunk) >= chunk_frames or nbytes >= CHUNK_BYTES:
-                yield _frames_item(job.pos, chunk, preprocessing)
-                chunk, nbytes = [], 0
+            if objects is not None:
+                rows.append(objects(index, pts, rgb))
+            if len(chunk) >= chunk_frames or nbytes >= CHUNK_BYTES or sum(r.count for r in rows) >= CHUNK_OBJECTS:
+                yield _frames_item(job.pos, chunk, preprocessing, rows)
+                chunk, rows, nbytes = [], [], 0
         if chunk:
-            yield _frames_item(job.pos, chunk, preprocessing)
+            yield _frames_item(job.pos, chunk, preprocessing, rows)
     except DecodeError as exc:
         yield Failure(job.pos, "decode", str(exc))
         return
@@ -118,11 +142,16 @@ def decode_video(job: DecodeJob, sampling, preprocessing, chunk_frames: int = CH
     )
 
 
-def _frames_item(pos: int, chunk: list, preprocessing) -> Chunk:
+def _frames_item(pos: int, chunk: list, preprocessing, rows: list) -> Chunk:
     index = np.array([c[0] for c in chunk], dtype=np.int64)
     pts = np.array([c[1] for c in chunk], dtype=np.float64)
     frames = torch.from_numpy(np.stack([c[2] for c in chunk]))  # (b H W 3) uint8
-    return Chunk(pos, index, pts, preprocessing.resize_crop_batch(frames))
+    objects = None
+    if rows:
+        from vadpipe.objects.finder import ObjectRows
+
+        objects = ObjectRows.concat(rows)
+    return Chunk(pos, index, pts, preprocessing.resize_crop_batch(frames), objects)
 
 
 def worker_init(_worker_id: int) -> None:

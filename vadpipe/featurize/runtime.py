@@ -25,6 +25,7 @@ class FeaturizeSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     frames: int = 0
+    objects: int = 0  # object rows encoded (with --objects)
     seconds: float = 0.0
     infer_seconds: float = 0.0
     failures_log: str | None = None
@@ -36,21 +37,24 @@ class FeaturizeSummary:
     def line(self) -> str:
         return (
             f"{len(self.done)} done, {len(self.skipped)} skipped (already done), "
-            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
+            f"{len(self.failed)} failed; {self.frames} frames"
+            + (f" and {self.objects} objects" if self.objects else "")
+            + f" in {self.seconds:.1f} s "
             f"({self.frames_per_second:.1f} frames/s; encoder busy {self.infer_seconds:.1f} s)"
         )
 
 
-def videos_to_do(manifest, cache, key: str, shard: int, num_shards: int, video_ids, summary) -> list:
-    """The entries of one shard (of ``video_ids`` only, if given) not yet done under ``key``;
-    the done ones go to ``summary.skipped``."""
+def videos_to_do(manifest, cache, key, shard: int, num_shards: int, video_ids, summary) -> list:
+    """The entries of one shard (of ``video_ids`` only, if given) not yet done under ``key``
+    (or under any of a list of keys); the done ones go to ``summary.skipped``."""
+    keys = [key] if isinstance(key, str) else list(key)
     entries = list(manifest.shard(shard, num_shards))
     if video_ids is not None:
         wanted = set(video_ids)
         entries = [e for e in entries if e.video_id in wanted]
     todo = []
     for e in entries:
-        if cache.is_done(key, e.video_id):
+        if all(cache.is_done(k, e.video_id) for k in keys):
             summary.skipped.append(e.video_id)
         else:
             todo.append(e)

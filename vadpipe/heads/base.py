@@ -51,6 +51,7 @@ import numpy as np
 from vadpipe import __version__
 from vadpipe.cache import RECIPE_FIELDS, recipe_difference
 from vadpipe.errors import VadpipeError, one_line, output_dir, read_json
+from vadpipe.params import coerce
 from vadpipe.heads.data import INPUTS, TrainingSet, Video, needs_normalising, read_video, resolve_caption_key
 from vadpipe.scores import Scores
 
@@ -285,34 +286,8 @@ def apply_preset(head: str, config_cls, params: dict) -> dict:
 
 
 def coerce_param(head: str, config_cls, name: str, value):
-    """Check a hyper-parameter against its annotated type (values often come from the CLI
-    as JSON): ints for int fields (2.0 -> 2, 2.5 refused), numbers for floats, true/false for
-    bools, strings, lists, dicts; ``None`` only where the field allows it."""
-    import types
-    import typing
-
-    hint = typing.get_type_hints(config_cls).get(name)
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise VadpipeError(f"head {head!r}: parameter {name!r} may not be null")
-    kinds = [typing.get_origin(a) or a for a in allowed if a is not type(None)]
-    for kind in kinds:
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
-            return int(value)
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind in (str, list, dict) and isinstance(value, kind):
-            return value
-        if kind is tuple and isinstance(value, (list, tuple)):
-            return tuple(value)
-        if kind not in (bool, int, float, str, list, dict, tuple):
-            return value  # a type this check does not know: the config's own checks decide
-    wanted = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
-    raise VadpipeError(f"head {head!r}: parameter {name!r} must be {wanted}, got {value!r}")
+    """A head's hyper-parameter checked against its annotated type (:func:`vadpipe.params.coerce`)."""
+    return coerce(f"head {head!r}", config_cls, name, value)
 
 
 def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int | None = None) -> Head:
