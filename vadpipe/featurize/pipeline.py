@@ -156,9 +156,10 @@ def _run(todo, encoder, keys, cache, config, summary, log_path, progress) -> Non
                 bar.video(entry.video_id)
                 continue
             if isinstance(item, Failure) and item.stage == "objects":  # its frames go on
-                video.keys = [k for k in video.keys if k != keys[1]]
-                video.objects_failed = True
-                record_failure(cache, keys[1], entry, item.stage, item.reason, summary, log_path, bar)
+                if keys[1] in video.keys:  # (a done objects group is never replaced by a failure)
+                    video.keys.remove(keys[1])
+                    video.objects_failed = True
+                    record_failure(cache, keys[1], entry, item.stage, item.reason, summary, log_path, bar)
                 continue
             del pending[item.pos]
             if isinstance(item, Failure):
