@@ -9,6 +9,9 @@ Layout::
         score       float64[T]    anomaly score per sampled frame
         class_probs float64[T, C] per-class probabilities (heads that recognise classes)
         explanation int32[T]      index into explanation_vocab (heads that explain)
+        object_frame_index int64[N], object_track_id int64[N], object_box float32[N, 4],
+        object_score float64[N], object_explanation int32[N]
+                                  heads scoring objects (unit=object): every object's score
 
 Scores are stored in float64, whatever precision a head computes in, so scores a user
 brings (peers' float64 outputs: PSNRs, LAVAD's JSON) keep every distinct value; a float32
@@ -29,6 +32,20 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
+class ObjectScores:
+    """The objects behind a video's frame scores (``unit=object``): one row per object and frame."""
+
+    frame_index: np.ndarray  # int64[N]
+    track_id: np.ndarray  # int64[N]
+    box: np.ndarray  # float32[N, 4] x1, y1, x2, y2 in source pixels
+    score: np.ndarray  # float[N]
+    explanation: np.ndarray | None = None  # object[N]
+
+
+OBJECT_FIELDS = ("frame_index", "track_id", "box", "score", "explanation")
+
+
+@dataclass
 class Scores:
     """One video's scores: per sampled frame, plus per-class probabilities if any."""
 
@@ -38,6 +55,7 @@ class Scores:
     class_probs: np.ndarray | None = None  # float[T, C]
     class_names: tuple[str, ...] = ()
     explanation: np.ndarray | None = None  # object[T]: best-matching prompt, where a head has one
+    objects: ObjectScores | None = None  # heads scoring objects: each object's score, track and box
 
 
 def is_scores_store(path: str | Path) -> bool:
@@ -75,6 +93,15 @@ def write_scores(path: str | Path, scores: dict[str, Scores], meta: dict) -> Pat
         if s.explanation is not None:
             idx = np.array([vocab.setdefault(str(e), len(vocab)) for e in s.explanation], np.int32)
             g.create_array("explanation", data=idx, chunks=(T,))
+        if s.objects is not None:
+            o = s.objects
+            N = max(len(o.frame_index), 1)
+            arrays = {"frame_index": np.asarray(o.frame_index, np.int64), "track_id": np.asarray(o.track_id, np.int64),
+                      "box": np.asarray(o.box, np.float32).reshape(-1, 4), "score": np.asarray(o.score, np.float64)}
+            if o.explanation is not None:
+                arrays["explanation"] = np.array([vocab.setdefault(str(e), len(vocab)) for e in o.explanation], np.int32)
+            for name, arr in arrays.items():
+                g.create_array(f"object_{name}", data=arr, chunks=(N,) + arr.shape[1:])
         g.attrs.update({"done": True})
     root.attrs.update(
         json.loads(
@@ -127,14 +154,21 @@ class ScoresStore:
             raise VadpipeError(f"{self.path}: no scores for video {video_id!r}")
         attrs, arrays = group
         arrays = {k: v if v is not None else self.root[video_id][k][:] for k, v in arrays.items()}
-        vocab = self.meta.get("explanation_vocab", [])
+        vocab = np.array(self.meta.get("explanation_vocab", []), dtype=object)
+        objects = None
+        if "object_score" in arrays:
+            objects = ObjectScores(
+                arrays["object_frame_index"], arrays["object_track_id"], arrays["object_box"], arrays["object_score"],
+                vocab[arrays["object_explanation"]] if "object_explanation" in arrays else None,
+            )
         return Scores(
             frame_index=arrays["frame_index"],
             score=arrays["score"],
             num_frames=int(attrs["num_frames"]),
             class_probs=arrays.get("class_probs"),
             class_names=self.class_names,
-            explanation=np.array(vocab, dtype=object)[arrays["explanation"]] if "explanation" in arrays else None,
+            explanation=vocab[arrays["explanation"]] if "explanation" in arrays else None,
+            objects=objects,
         )
 
 

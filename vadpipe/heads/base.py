@@ -26,6 +26,16 @@ What the base class owns:
   the run then scores only groups of the same geometry); ``"raw"`` -- the method needs the
   model's own norms (AnomalyCLIP's recentring), and a normalised group is refused with one
   line.
+* **objects** -- a head whose config has ``unit`` scores, with ``unit=object``, the objects
+  of an objects group (``objects=auto|KEY|DETECTOR``) instead of whole frames: its method runs
+  on each object's crop embedding -- all rows at once (``object_mode = "rows"``) or one track
+  at a time as a sequence (``"tracks"``) -- and a sampled frame scores its most anomalous
+  object (Dong: "a frame is abnormal if any object is"; VLAVAD's max over objects). A frame
+  where nothing was detected gets the head's floor: the lowest object score of the normal
+  training videos (nothing there is as normal as the most normal object seen), or a head's
+  own (``_object_floor``). The scores keep every object's score, track and box, and a frame's
+  explanation names its object's track. Captions per object are not in the cache yet, so an
+  object head reads none.
 * **presets** -- a config with ``PRESETS`` takes ``preset=NAME``: a paper's per-dataset
   settings, under the parameters given beside it.
 * **run-time options** -- ``device`` (``auto``: cuda when present) and ``score_batch_size``
@@ -42,7 +52,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,8 +62,18 @@ from vadpipe import __version__
 from vadpipe.cache import RECIPE_FIELDS, recipe_difference
 from vadpipe.errors import VadpipeError, one_line, output_dir, read_json
 from vadpipe.params import coerce
-from vadpipe.heads.data import INPUTS, TrainingSet, Video, needs_normalising, read_video, resolve_caption_key
-from vadpipe.scores import Scores
+from vadpipe.heads.data import (
+    INPUTS,
+    UNITS,
+    TrainingSet,
+    Video,
+    needs_normalising,
+    object_units,
+    read_video,
+    resolve_caption_key,
+    resolve_objects_key,
+)
+from vadpipe.scores import ObjectScores, Scores
 
 RUNTIME_OPTIONS = ("device", "score_batch_size")  # given at run time, never saved
 GEOMETRIES = ("unit", "stored", "raw")  # how a head reads image rows (module docstring)
@@ -61,6 +81,14 @@ GEOMETRIES = ("unit", "stored", "raw")  # how a head reads image rows (module do
 
 class NotFittedError(VadpipeError):
     pass
+
+
+@dataclass
+class ObjectUnits:
+    """Config fields of a head that can score objects (a base of its config dataclass)."""
+
+    unit: str = "frame"  # frame | object: score the objects in the frames (module docstring)
+    objects: str = "auto"  # unit=object: the objects group -- auto (the only one), a key, or a detector name
 
 
 class Head:
@@ -71,6 +99,7 @@ class Head:
     Config: ClassVar[type]
     inputs: ClassVar[tuple[str, ...]] = ("emb",)
     geometry: ClassVar[str] = "unit"  # one of GEOMETRIES; a head may make it a property of its config
+    object_mode: ClassVar[str | None] = None  # "rows" | "tracks": how unit=object runs (module docstring)
 
     def __init__(self, encoder: str | None = None, *, device: str = "auto", score_batch_size: int = 16, **params):
         names = {f.name for f in fields(self.Config)}
@@ -92,6 +121,15 @@ class Head:
             raise VadpipeError(f"head {self.name!r}: score_batch_size must be an integer >= 1")
         self.device, self.score_batch_size = device, score_batch_size
         self.encoder = encoder  # the cache encoder key the head reads; set by fit if None
+        if self.unit not in UNITS:
+            raise VadpipeError(f"head {self.name!r}: unit must be one of {', '.join(UNITS)}, got {self.unit!r}")
+        if self.unit == "object" and self.object_mode is None:
+            raise VadpipeError(f"head {self.name!r} does not score objects (unit=object)")
+
+    @property
+    def unit(self) -> str:
+        """``frame`` (sampled frames) or ``object`` (the objects in them), for heads whose config has ``unit``."""
+        return getattr(self.config, "unit", "frame")
 
     # ------------------------------------------------------------ public API
     def fit(self, cache, manifest) -> "Head":
@@ -102,9 +140,16 @@ class Head:
         if "captions" in self.inputs:
             choice = getattr(self.config, "caption_encoder", "auto")
             self.caption_key_ = resolve_caption_key(cache, self.encoder, choice, self.name)
+        self.objects_key_ = None
+        if self.unit == "object":
+            self.objects_key_ = resolve_objects_key(cache, self.encoder, getattr(self.config, "objects", "auto"),
+                                                    self.name)
+            self.caption_key_ = None  # no captions per object in the cache yet
         self.input_recipes_ = {name: _recipe_of(cache.recipe(key), name) for name, key in self.sources().items()}
         self.class_names_: tuple[str, ...] = ()
         self._fit(cache, manifest)
+        if self.unit == "object":
+            self.object_floor_ = float(self._object_floor(cache, manifest))
         self.fitted_ = True
         return self
 
@@ -123,19 +168,85 @@ class Head:
         for key in sources.values():
             cache.require_videos(key, video_ids)
         normalise = needs_normalising(cache, self.encoder, self.geometry, self.input_recipes_.get("emb"))
-        return {vid: self._score_video(read_video(cache, sources, vid, normalise)) for vid in video_ids}
+        score = self._score_objects if self.unit == "object" else self._score_video
+        return {vid: score(read_video(cache, sources, vid, normalise)) for vid in video_ids}
 
     def sources(self) -> dict[str, str]:
-        """The cache key of each input the head reads: ``{"emb": key[, "captions": key]}``."""
+        """The cache key of each input the head reads: ``{"emb": key[, "captions": key][, "objects": key]}``."""
         out = {"emb": self.encoder}
         if "captions" in self.inputs and getattr(self, "caption_key_", None):
             out["captions"] = self.caption_key_
+        if getattr(self, "objects_key_", None):
+            out["objects"] = self.objects_key_
         return out
 
     def training_set(self, cache, manifest, normal: bool | None = None) -> TrainingSet:
-        """The manifest's training videos with this head's inputs (see :class:`TrainingSet`)."""
+        """The manifest's training videos with this head's inputs (see :class:`TrainingSet`);
+        with ``unit=object``, their objects as the head's units (:func:`object_units`)."""
         return TrainingSet(cache, manifest, self.sources(), self.name, normal=normal,
-                           normalise=needs_normalising(cache, self.encoder, self.geometry))
+                           normalise=needs_normalising(cache, self.encoder, self.geometry),
+                           units=self.object_mode if self.unit == "object" else None)
+
+    # ------------------------------------------------------------ objects
+    def _object_row_scores(self, video: Video) -> Scores:
+        """Every object row of ``video`` scored by the head's method, unit by unit (rows order)."""
+        obj = video.objects
+        n = len(obj.frame_index)
+        score = np.zeros(n, dtype=np.float64)
+        explanation = None
+        class_probs = None
+        for rows, unit in object_units(video, self.object_mode) if n else []:
+            s = self._score_video(unit)
+            score[rows] = s.score
+            if s.explanation is not None:
+                explanation = np.empty(n, dtype=object) if explanation is None else explanation
+                explanation[rows] = s.explanation
+            if s.class_probs is not None:
+                class_probs = np.zeros((n, s.class_probs.shape[1])) if class_probs is None else class_probs
+                class_probs[rows] = s.class_probs
+        return Scores(obj.frame_index, score, video.num_frames, class_probs, self.class_names_, explanation)
+
+    def _score_objects(self, video: Video) -> Scores:
+        """``unit=object``: each sampled frame scores its most anomalous object; a frame with
+        none gets ``object_floor_``; class probabilities are the max over the frame's objects."""
+        obj = video.objects
+        rows = self._object_row_scores(video)
+        T = len(video.frame_index)
+        pos = np.searchsorted(video.frame_index, obj.frame_index)
+        if len(pos) and (pos.max() >= T or not np.array_equal(video.frame_index[pos], obj.frame_index)):
+            raise VadpipeError(f"{obj.key}: objects of {video.video_id!r} are not on the frames of {self.encoder!r}")
+        floor = self.object_floor_
+        score = np.full(T, floor, dtype=np.float64)
+        np.maximum.at(score, pos, rows.score)
+        order = np.lexsort((rows.score, pos))  # by frame, then score: the last row of a frame is its best
+        best = np.full(T, -1)
+        best[pos[order]] = order
+        where = [f"track {t}" if t >= 0 else "untracked object" for t in obj.track_id.tolist()]
+        if rows.explanation is not None:
+            where = [f"{e} ({w})" for e, w in zip(rows.explanation, where)]
+        explanation = np.array(["no object detected" if b < 0 else where[b] for b in best], dtype=object)
+        class_probs = None
+        if rows.class_probs is not None:
+            class_probs = np.full((T, rows.class_probs.shape[1]), floor)
+            np.maximum.at(class_probs, pos, rows.class_probs)
+        objects = ObjectScores(obj.frame_index, obj.track_id, obj.box, rows.score,
+                               None if rows.explanation is None else rows.explanation)
+        return Scores(video.frame_index, score, video.num_frames, class_probs, self.class_names_, explanation,
+                      objects)
+
+    def _object_floor(self, cache, manifest) -> float:
+        """The score of a frame with no object: the lowest object score over the normal
+        training videos (heads without training videos override this)."""
+        lowest = None
+        for video in TrainingSet(cache, manifest, self.sources(), self.name, normal=True,
+                                 normalise=needs_normalising(cache, self.encoder, self.geometry)).iter_videos():
+            if len(video.objects.frame_index):
+                low = float(self._object_row_scores(video).score.min())
+                lowest = low if lowest is None else min(lowest, low)
+        if lowest is None:
+            raise VadpipeError(f"{self.name}: unit=object found no object in the normal training videos "
+                               f"under {self.objects_key_!r}")
+        return lowest
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``config.json`` + ``weights.safetensors`` into ``run_dir``."""
@@ -154,6 +265,8 @@ class Head:
             "encoder": self.encoder,
             "encoder_recipe": self.input_recipes_["emb"],
             "caption_recipe": self.input_recipes_.get("captions"),
+            "objects": None if self.unit != "object" else {
+                "key": self.objects_key_, "recipe": self.input_recipes_.get("objects"), "floor": self.object_floor_},
             "class_names": list(self.class_names_),
             "extra": self._extra_config(),
             "vadpipe_version": __version__,
@@ -326,17 +439,23 @@ def load_head(run_dir: str | Path, device: str = "auto", score_batch_size: int |
                **meta.get("config", {}))
     head.class_names_ = tuple(meta.get("class_names", ()))
     head.input_recipes_ = {"emb": meta.get("encoder_recipe"), "captions": meta.get("caption_recipe")}
+    objects = meta.get("objects") or {}
+    head.objects_key_ = objects.get("key")
+    if head.objects_key_:
+        head.input_recipes_["objects"] = objects.get("recipe")
+        head.object_floor_ = float(objects["floor"])
     head._load_state(state, meta.get("extra", {}))
     head.fitted_ = True
     return head
 
 
 CAPTION_RECIPE_FIELDS = ("model", "questions", "prompt_template", "generation", "clip_key", "dim", "sampling")
+OBJECTS_RECIPE_FIELDS = RECIPE_FIELDS + ("clip_key",)
 
 
 def _recipe_of(recipe: dict, name: str) -> dict:
     """What a run records of an input group's recipe, to recognise the same group in another cache."""
-    fields = RECIPE_FIELDS if name == "emb" else CAPTION_RECIPE_FIELDS
+    fields = {"emb": RECIPE_FIELDS, "objects": OBJECTS_RECIPE_FIELDS}.get(name, CAPTION_RECIPE_FIELDS)
     return {k: recipe[k] for k in fields if k in recipe}
 
 

@@ -1,7 +1,10 @@
 """What heads read from the cache: one video's inputs, and a training set read once.
 
 A head declares its inputs (``Head.inputs``): ``"emb"``, the image encoder's embeddings,
-and ``"captions"``, a captioner group's answers built on those frames. The base class
+and ``"captions"``, a captioner group's answers built on those frames; with ``unit=object``
+the base adds ``"objects"``, an objects group built on them (:mod:`vadpipe.objects`), and
+hands the head its objects as units (:func:`object_units`): all of a video's object rows at
+once (heads that score rows independently) or one track at a time (temporal heads). The base class
 resolves the cache keys they come from and hands each video's inputs to the head as a
 :class:`Video`; training reads a :class:`TrainingSet`: select the manifest's videos,
 require every one of them under every input key (one error naming the missing ones), read
@@ -22,12 +25,13 @@ from functools import cached_property
 
 import numpy as np
 
-from vadpipe.cache import CAPTIONER
+from vadpipe.cache import CAPTIONER, OBJECTS
 from vadpipe.errors import VadpipeError
 from vadpipe.texts import normalize_answer
 from vadpipe.vectors import l2_normalize
 
-INPUTS = ("emb", "captions")
+INPUTS = ("emb", "captions", "objects")
+UNITS = ("frame", "object")  # what a head scores: sampled frames, or the objects in them
 
 
 @dataclass
@@ -40,6 +44,18 @@ class Captions:
 
 
 @dataclass
+class Objects:
+    """The objects of a video's sampled frames: one row per object and frame, by frame then track."""
+
+    key: str  # the objects group's cache key
+    frame_index: np.ndarray  # int64[N]
+    track_id: np.ndarray  # int64[N]; -1: a detection no track holds
+    box: np.ndarray  # float32[N, 4] x1, y1, x2, y2 in source pixels
+    label: np.ndarray  # str[N]
+    emb: np.ndarray  # [N, D] crop embeddings, as the frames' rows (stored or unit)
+
+
+@dataclass
 class Video:
     """One video's inputs: what ``Head._score_video`` receives."""
 
@@ -48,6 +64,7 @@ class Video:
     num_frames: int  # decoded length of the source video
     emb: np.ndarray  # float16[T, D] image embeddings as stored, or float32 unit rows (module docstring)
     captions: Captions | None = None
+    objects: Objects | None = None
 
 
 def read_video(cache, sources: dict[str, str], video_id: str, normalise: bool = False) -> Video:
@@ -70,7 +87,33 @@ def read_video(cache, sources: dict[str, str], video_id: str, normalise: bool = 
         normalised = {a: normalize_answer(a) for a in np.unique(text)}  # answers of any writer, one form
         text = np.array([normalised[a] for a in text.ravel()], dtype=str).reshape(text.shape)  # (T Q)
         captions = Captions(key, text, cap.arrays["text_emb"].astype(np.float32))
-    return Video(video_id, features.frame_index, features.num_frames, emb, captions)
+    objects = None
+    if sources.get("objects"):
+        obj = cache.read(sources["objects"], video_id)
+        rows = obj.emb if not normalise else l2_normalize(obj.emb.astype(np.float32))
+        objects = Objects(sources["objects"], obj.frame_index, obj.arrays["track_id"], obj.arrays["box"],
+                          obj.arrays["label"], rows)
+    return Video(video_id, features.frame_index, features.num_frames, emb, captions, objects)
+
+
+def object_units(video: Video, mode: str) -> list[tuple[np.ndarray, Video]]:
+    """A video's objects as the units a head scores, each ``(row indices, Video of those rows)``:
+    ``"rows"`` -- one unit holding every object row (heads that score rows independently);
+    ``"tracks"`` -- one unit per track, in order of first appearance (temporal heads: a track is
+    the head's sequence), a row no track holds (``track_id`` -1) a unit of its own."""
+    obj = video.objects
+    if mode == "rows":
+        return [(np.arange(len(obj.frame_index)), Video(video.video_id, obj.frame_index, video.num_frames, obj.emb))]
+    units = []
+    tracked = obj.track_id >= 0
+    ids, first = np.unique(obj.track_id[tracked], return_index=True)
+    for t in ids[np.argsort(first, kind="stable")]:
+        rows = np.flatnonzero(obj.track_id == t)
+        units.append((rows, Video(f"{video.video_id}#track{t}", obj.frame_index[rows], video.num_frames, obj.emb[rows])))
+    for r in np.flatnonzero(~tracked):
+        units.append((np.array([r]), Video(f"{video.video_id}#row{r}", obj.frame_index[[r]], video.num_frames,
+                                           obj.emb[[r]])))
+    return units
 
 
 def needs_normalising(cache, key: str, geometry: str, trained: dict | None = None) -> bool:
@@ -93,10 +136,11 @@ class TrainingSet:
     """
 
     def __init__(self, cache, manifest, sources: dict[str, str], head: str, split: str = "train",
-                 normal: bool | None = None, normalise: bool = False):
+                 normal: bool | None = None, normalise: bool = False, units: str | None = None):
         if manifest is None:
             raise VadpipeError(f"{head}: training needs a manifest with the training videos")
         self.cache, self.sources, self.normalise = cache, dict(sources), normalise
+        self.units = units  # None: videos; "rows" / "tracks": their objects (object_units)
         self.entries = manifest.select(split=split, normal=normal)
         if not self.entries:
             which = {True: " normal", False: " anomalous", None: ""}[normal]
@@ -113,29 +157,37 @@ class TrainingSet:
 
     @cached_property
     def videos(self) -> list[Video]:
-        """Every video's inputs, in manifest order (read on first use, then held)."""
-        return [read_video(self.cache, self.sources, vid, self.normalise) for vid in self.ids]
+        """Every video's inputs (or, with ``units``, every object unit), in manifest order
+        (read on first use, then held)."""
+        return [unit for _, units in self._read_all() for unit in units]
 
     def iter_videos(self):
         """The videos' inputs one at a time: from memory when held, else from the cache."""
         if "videos" in self.__dict__:
             yield from self.videos
         else:
-            for vid in self.ids:
-                yield read_video(self.cache, self.sources, vid, self.normalise)
+            for _, units in self._read_all():
+                yield from units
+
+    def _read_all(self):
+        """``(entry, [Video, ...])`` per training video: the video itself, or its object units."""
+        for entry in self.entries:
+            video = read_video(self.cache, self.sources, entry.video_id, self.normalise)
+            yield entry, [video] if self.units is None else [u for _, u in object_units(video, self.units)]
 
     def normal_mean(self) -> np.ndarray:
-        """Eq. 1 of AnomalyCLIP: the mean image embedding over every sampled frame of the
-        normal videos, ``float64[D]``, summed video by video in float64."""
+        """Eq. 1 of AnomalyCLIP: the mean image embedding over every sampled frame (or object
+        row) of the normal videos, ``float64[D]``, summed video by video in float64."""
         total, count = None, 0
-        for entry, video in zip(self.entries, self.iter_videos()):
+        for entry, units in self._read_all():
             if not entry.is_normal:
                 continue
-            part = video.emb.astype(np.float64).sum(axis=0)  # (D)
-            total = part if total is None else total + part
-            count += len(video.emb)
+            for video in units:
+                part = video.emb.astype(np.float64).sum(axis=0)  # (D)
+                total = part if total is None else total + part
+                count += len(video.emb)
         if not count:
-            raise VadpipeError("no sampled frames in the normal training videos")
+            raise VadpipeError("no sampled frames (or objects) in the normal training videos")
         return total / count
 
 
@@ -158,3 +210,23 @@ def resolve_caption_key(cache, clip_key: str, choice: str | None, head: str) -> 
             f"(it has: {', '.join(keys) or 'none'})"
         )
     return choice
+
+
+def resolve_objects_key(cache, clip_key: str, choice: str, head: str) -> str:
+    """The objects group a head reads with ``unit=object``: ``"auto"`` -- the one built on
+    ``clip_key`` (an error if there is none or several), else a key or a detector name
+    (``motion`` -> ``CLIP_KEY+motion``)."""
+    keys = cache.keys(kind=OBJECTS, clip_key=clip_key)
+    if choice == "auto":
+        if len(keys) != 1:
+            raise VadpipeError(
+                f"{head}: unit=object needs one objects group built on {clip_key!r} in {cache.path}, it has "
+                f"{len(keys)} ({', '.join(keys) or 'none: featurize with --objects DETECTOR'})"
+                + ("; choose one with --param objects=KEY" if keys else "")
+            )
+        return keys[0]
+    for key in (choice, f"{clip_key}+{choice}"):
+        if key in keys:
+            return key
+    raise VadpipeError(f"{head}: cache {cache.path} has no objects group {choice!r} built on {clip_key!r} "
+                       f"(it has: {', '.join(keys) or 'none'})")

@@ -47,7 +47,7 @@ from typing import ClassVar
 import numpy as np
 
 from vadpipe.errors import VadpipeError
-from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.prompts import load_prompt_list
 from vadpipe.heads.training import l2_normalize, seeded
 
@@ -63,7 +63,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class KMeansConfig:
+class KMeansConfig(ObjectUnits):
     PRESETS: ClassVar[dict[str, dict]] = PRESETS
 
     preset: str | None = None  # ped2, avenue, shanghaitech: the paper's per-dataset setting (sec. 4.2)
@@ -162,6 +162,12 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 class KMeansHead(Head):
     name = "kmeans"
     Config = KMeansConfig
+
+    @property
+    def object_mode(self) -> str:
+        """unit=object: objects one by one; with ``window`` > 1, Gao's object clip -- the mean over
+        ``window`` sampled frames of the object's own track (9 = +-4), so one track at a time."""
+        return "tracks" if self.config.window > 1 else "rows"
 
     def _fit(self, cache, manifest) -> None:
         from vadpipe.heads.text import embed_prompts, text_encoder_for

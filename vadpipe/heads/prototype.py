@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from vadpipe.errors import VadpipeError
-from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.base import Head, ObjectUnits, Scores
 
 METRICS = ("l2", "cosine")
 
 
 @dataclass
-class PrototypeConfig:
+class PrototypeConfig(ObjectUnits):
     metric: str = "l2"
 
     def __post_init__(self):
@@ -38,6 +38,7 @@ class PrototypeHead(Head):
     name = "prototype"
     Config = PrototypeConfig
     geometry = "stored"
+    object_mode = "rows"  # unit=object: the prototype of normal objects, each object scored alone
 
     def _fit(self, cache, manifest) -> None:
         # eq. 1, streamed through the cache: the features are never all in memory

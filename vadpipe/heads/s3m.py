@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from vadpipe.errors import VadpipeError
-from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.s4d import S4D, param_groups
 from vadpipe.heads.training import l2_normalize, load_module_state, module_state, seeded, warmup_cosine
 
@@ -87,7 +87,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class S3MConfig:
+class S3MConfig(ObjectUnits):
     PRESETS: ClassVar[dict[str, dict]] = PRESETS
 
     preset: str | None = None  # ped2, avenue, shanghaitech: the paper's per-dataset setting (sec. 4.2)
@@ -254,6 +254,7 @@ class S3MModel(nn.Module):
 class S3MHead(Head):
     name = "s3m"
     Config = S3MConfig
+    object_mode = "tracks"  # unit=object: S3M over each track's crop embeddings (VLAVAD sec. 3.3)
     inputs = ("emb", "captions")
 
     # ------------------------------------------------------------ fit

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vadpipe.errors import VadpipeError
-from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.prompts import DEFAULT_CLASS_SETS, class_texts, load_prompt_set
 from vadpipe.heads.training import l2_normalize
 from vadpipe.texts import check_template
@@ -62,7 +62,7 @@ MODES = ("cosine", "softmax")
 
 
 @dataclass
-class ZeroshotConfig:
+class ZeroshotConfig(ObjectUnits):
     mode: str = "cosine"  # cosine: Ueki's score; softmax: vadpipe's normal-vs-anomaly variant
     prompts: str = DEFAULT_PROMPT_SET  # shipped prompt set name or a JSON file
     normal_prompts: list[str] | None = None  # overrides the file's
@@ -92,6 +92,12 @@ class ZeroshotConfig:
 class ZeroshotHead(Head):
     name = "zeroshot"
     Config = ZeroshotConfig
+    object_mode = "rows"  # unit=object: each object's crop against the prompts
+
+    def _object_floor(self, cache, manifest) -> float:
+        """A frame with no object: the lowest score of the scale (cosine -1, probability 0);
+        zero-shot has no training videos to take it from."""
+        return -1.0 if self.config.mode == "cosine" else 0.0
 
     def _fit(self, cache, manifest) -> None:
         from vadpipe.heads.text import embed_groups, embed_prompts, text_encoder_for
