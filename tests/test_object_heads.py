@@ -108,7 +108,7 @@ def test_an_object_head_scores_frames_by_their_most_anomalous_object(planted, na
             np.testing.assert_array_equal(getattr(a.objects, field), getattr(b.objects, field))
         if a.class_probs is not None:
             np.testing.assert_array_equal(a.class_probs, b.class_probs)
-    write_scores(tmp_path / "scores.zarr", scores, {"head": name})
+    write_scores(tmp_path / "scores.zarr", scores, {"head": {"head": name}})
     store = ScoresStore(tmp_path / "scores.zarr")
     for vid in ids:
         back = store.read(vid)
@@ -134,3 +134,26 @@ def test_object_units_are_refused_where_they_cannot_run(planted, tmp_path):
             out.write_video(key, vid, f.frame_index, f.pts, f.emb, f.attrs)
     with FeatureCache(frames_only) as cache, pytest.raises(VadpipeError, match="featurize with --objects"):
         get_head("prototype", unit="object").fit(cache, manifest)
+
+
+def test_evaluate_shows_the_objects_behind_the_peaks(planted, tmp_path):
+    from vadpipe.evaluate import evaluate
+
+    cache_path, manifest = planted
+    with FeatureCache(cache_path) as cache:
+        head = get_head("kmeans", unit="object", num_centers=4).fit(cache, manifest)
+        scores = head.score_videos(cache, manifest.ids("test"))
+    write_scores(tmp_path / "scores.zarr", scores, {"head": {"head": "kmeans"}})
+    report = evaluate(tmp_path / "scores.zarr", manifest, tmp_path / "eval")
+    planted_hits = 0
+    for video in report["videos"]:
+        evidence = video["evidence"]
+        assert 1 <= len(evidence) <= 3 and [e["frame"] for e in evidence] == sorted(e["frame"] for e in evidence)
+        assert all(len(e["box"]) == 4 and "track" in e["explanation"] or "untracked" in e["explanation"]
+                   for e in evidence)
+        top = max(evidence, key=lambda e: e["score"])
+        if video["label"] == "planted":
+            x1, y1, x2, y2 = top["box"]
+            planted_hits += 12 <= top["frame"] < 40 and y1 <= 131 <= y2  # the cyan object's row
+        assert (tmp_path / "eval" / "timelines" / f"{video['video_id']}.png").stat().st_size > 10_000
+    assert planted_hits >= 2, report["videos"]

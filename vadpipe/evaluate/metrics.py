@@ -81,6 +81,7 @@ class VideoResult:
     class_probs: np.ndarray | None = None  # float64[N, C], expanded and smoothed
     first_frame: int = 0  # source frame of labels[0] (MNAD leaves out the first 4)
     clipped: int = 0  # anomalous frames of the intervals past the evaluated frames
+    evidence: list | None = None  # heads scoring objects: the objects behind the peaks (evaluate.evidence)
 
 
 @dataclass

@@ -40,11 +40,13 @@ def _thin(*curves: np.ndarray) -> list[np.ndarray]:
 
 
 def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int, str]], title: str,
-                  first_frame: int = 0) -> Path:
+                  first_frame: int = 0, evidence: list | None = None) -> Path:
     """Expanded score per frame (``scores[0]`` is frame ``first_frame``) with the ground-truth
-    spans (in frames) shaded and labelled."""
-    fig = _figure(10, 2.6)
-    ax = fig.add_subplot()
+    spans (in frames) shaded and labelled. ``evidence`` (heads scoring objects): ``(Evidence,
+    RGB frame or None)`` pairs, marked on the timeline and shown below it with the object's box."""
+    rows = 2 if evidence else 1
+    fig = _figure(10, 2.6 if rows == 1 else 6.2)
+    ax = fig.add_subplot(rows, 1, 1) if rows == 1 else fig.add_axes((0.07, 0.66, 0.915, 0.28))
     frames = first_frame + np.arange(len(scores))
     for i, (start, end, text) in enumerate(gt_spans):
         ax.axvspan(start - 0.5, end - 0.5, color="tab:red", alpha=0.22, lw=0,
@@ -59,7 +61,25 @@ def plot_timeline(path: Path, scores: np.ndarray, gt_spans: list[tuple[int, int,
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=7, frameon=False)
     ax.grid(alpha=0.3, lw=0.5)
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.2, top=0.88)  # fixed: tight_layout is slow
+    if not evidence:
+        fig.subplots_adjust(left=0.07, right=0.985, bottom=0.2, top=0.88)  # fixed: tight_layout is slow
+        return _save(fig, path)
+    from matplotlib.patches import Rectangle
+
+    width = 0.915 / len(evidence)
+    for i, (ev, rgb) in enumerate(evidence):
+        ax.axvline(ev.frame, color="tab:orange", lw=0.8, ls=":")
+        ax.annotate(str(i + 1), xy=(ev.frame, 0.0), xycoords=("data", "axes fraction"), xytext=(2, 2),
+                    textcoords="offset points", fontsize=7, color="tab:orange")
+        sub = fig.add_axes((0.07 + i * width, 0.04, width - 0.01, 0.5))
+        sub.set_axis_off()
+        x1, y1, x2, y2 = ev.box
+        if rgb is not None:
+            sub.imshow(rgb)
+            sub.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="tab:orange", lw=1.5))
+        else:
+            sub.text(0.5, 0.5, "(video not readable here)", ha="center", va="center", fontsize=7)
+        sub.set_title(f"{i + 1}: frame {ev.frame}, score {ev.score:.3g}\n{ev.explanation[:60]}", fontsize=7)
     return _save(fig, path)
 
 

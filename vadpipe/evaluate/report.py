@@ -5,7 +5,8 @@ Layout of a report folder::
     report.json               every number, the protocol, the per-class and per-video tables
     report.md                 the same as Markdown tables, headline first
     roc.png, pr.png           pooled frame-level curves
-    timelines/<video_id>.png  score per frame with the ground truth shaded (capped)
+    timelines/<video_id>.png  score per frame with the ground truth shaded (capped); for scores of
+                              objects, the frames behind the peaks with the object boxed
 """
 
 from __future__ import annotations
@@ -101,7 +102,13 @@ def write_figures(out: Path, results: list[VideoResult], manifest: Manifest, rep
         rel = f"timelines/{r.video_id}.png"
         title = f"{r.video_id}  ({r.label}, {len(r.labels)} frames, AUC {fmt(aucs[r.video_id])})"
         spans = [(a + r.first_frame, b + r.first_frame, text) for a, b, text in gt_spans(manifest[r.video_id], r.labels)]
-        plot_timeline(out / rel, r.scores, spans, title, first_frame=r.first_frame)
+        evidence = None
+        if r.evidence:
+            from vadpipe.evaluate.evidence import read_frames
+
+            pixels = read_frames(manifest[r.video_id].path, [ev.frame for ev in r.evidence])
+            evidence = [(ev, pixels.get(ev.frame)) for ev in r.evidence]
+        plot_timeline(out / rel, r.scores, spans, title, first_frame=r.first_frame, evidence=evidence)
         figures["timelines"].append(rel)
     return figures
 

@@ -10,6 +10,7 @@ import numpy as np
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.errors import VadpipeError
 from vadpipe.evaluate.conventions import end_shift, get_convention
+from vadpipe.evaluate.evidence import peak_evidence
 from vadpipe.evaluate.frames import convention_scores, ground_truth
 from vadpipe.evaluate.metrics import VideoResult, expand, frame_metrics, smooth
 from vadpipe.evaluate.protocol import headline_of, variant_of
@@ -81,6 +82,8 @@ def collect_results(store: ScoresStore, manifest: Manifest, config: EvalConfig) 
         first, _ = convention.frame_range(s.num_frames)
         scores = convention_scores(_expanded(s.frame_index, s.score, s.num_frames, config), s.num_frames, convention)
         r = VideoResult(e.video_id, truth.labels, scores, label=e.label, first_frame=first, clipped=truth.clipped)
+        if s.objects is not None:
+            r.evidence = peak_evidence(s.objects, s.num_frames)
         if columns is not None:
             probs = _expanded(s.frame_index, s.class_probs[:, columns], s.num_frames, config)  # (n C)
             r.class_probs = convention_scores(probs, s.num_frames, convention, normalise=False)
@@ -160,6 +163,7 @@ def evaluate(scores: str | Path | dict, manifest: Manifest, out_dir: str | Path 
                 "num_anomalous_frames": int(r.labels.sum()),
                 "clipped_gt_frames": r.clipped,
                 "auc": metrics.per_video_auc.get(r.video_id),
+                **({"evidence": [ev.as_dict() for ev in r.evidence]} if r.evidence is not None else {}),
             }
             for r in results
         ],
