@@ -157,3 +157,43 @@ def test_evaluate_shows_the_objects_behind_the_peaks(planted, tmp_path):
             planted_hits += 12 <= top["frame"] < 40 and y1 <= 131 <= y2  # the cyan object's row
         assert (tmp_path / "eval" / "timelines" / f"{video['video_id']}.png").stat().st_size > 10_000
     assert planted_hits >= 2, report["videos"]
+
+
+def test_captions_per_object_feed_s3m_on_tracks(planted, tmp_path):
+    """``featurize --objects motion --captioner BLIP2`` asks about each object's crop (VLAVAD);
+    s3m with unit=object reads those answers (SPA per object row, S3M per track)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import make_tiny_blip2
+
+    cache_path, manifest = planted
+    blip2 = make_tiny_blip2(tmp_path / "tiny-blip2")
+    cache = tmp_path / "c.zarr"
+    shutil.copytree(cache_path, cache)
+    r = subprocess.run([sys.executable, "-c", "from vadpipe.cli import app; app()", "featurize",
+                        str(manifest.source), "--cache", str(cache), "--encoder", TINY, "--stride", "2",
+                        "--precision", "fp32", "--workers", "0", "--no-progress", "--objects", "motion",
+                        "--captioner", str(blip2), "--batch-size", "32"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "8 skipped" in r.stdout  # the frames and objects were there; only the answers are new
+    with FeatureCache(cache) as c:
+        keys = c.keys(kind="captioner")
+        assert len(keys) == 1 and keys[0].endswith("+motion")
+        recipe = c.recipe(keys[0])
+        assert recipe["clip_key"] == "vadpipe-tiny:random+motion" and recipe["unit"] == "object"
+        for vid in manifest.ids():
+            rows, answers = c.read("vadpipe-tiny:random+motion", vid), c.read(keys[0], vid)
+            np.testing.assert_array_equal(answers.frame_index, rows.frame_index)
+            assert answers.arrays["text"].shape == (len(rows.frame_index), 4)
+            assert answers.arrays["text_emb"].shape == (len(rows.frame_index), 4, 64)
+        head = get_head("s3m", unit="object", **OBJECT_HEADS["s3m"]).fit(c, manifest)
+        assert head.caption_key_ == keys[0] and head.input_ == "captions"
+        scores = head.score_videos(c, manifest.ids("test"))
+        head.save(tmp_path / "run")
+        again = load_head(tmp_path / "run", device="cpu").score_videos(c, manifest.ids("test"))
+    for vid, s in scores.items():
+        np.testing.assert_array_equal(s.score, again[vid].score)
+        assert s.objects.explanation is not None  # each object's answer

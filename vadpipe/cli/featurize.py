@@ -43,7 +43,7 @@ def featurize(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     split: Optional[List[str]] = typer.Option(None, "--split", help="Only the videos of this split (train, test); repeatable."),
     captioner: Optional[str] = typer.Option(
-        None, "--captioner", help="Then answer questions about each sampled frame with this BLIP-2 (hub id or local folder)."
+        None, "--captioner", help="Then answer questions about each sampled frame (with --objects: each object) with this BLIP-2 (hub id or local folder)."
     ),
     questions: Optional[Path] = typer.Option(
         None, "--questions", help="Questions for --captioner: JSON list or text, one per line (default: VLAVAD's three + a caption)."
@@ -76,9 +76,6 @@ def featurize(
         from vadpipe.objects import ObjectsConfig
 
         objects_config = ObjectsConfig.parse(objects, parse_params(objects_param, None, "--objects-param"))
-        if captioner is not None:
-            raise VadpipeError("--captioner with --objects (answers per object) is not available yet: "
-                               "caption the frames in a run without --objects")
     config = FeaturizeConfig(
         encoder=encoder,
         crop=crop,
@@ -125,8 +122,9 @@ def featurize(
     if captioner is not None:
         from vadpipe.featurize.captioner import DEFAULT_QUESTIONS, caption, load_questions
 
-        summaries.append(caption(
-            videos, cache, captioner, summaries[0].encoder_key,
+        clip_key = config.objects.key(summaries[0].encoder_key) if config.objects else summaries[0].encoder_key
+        summaries.append(caption(  # with --objects: about each object's crop (VLAVAD), else each frame
+            videos, cache, captioner, clip_key,
             questions=load_questions(questions) if questions else DEFAULT_QUESTIONS, batch_size=batch_size,
             device=device, shard=shard, num_shards=num_shards, failures_log=config.failures_log, progress=show,
             video_ids=ids,

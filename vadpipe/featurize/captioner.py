@@ -38,6 +38,13 @@ recorded as failed with its reason, and the others finish. Shards and HDF5 cache
 in featurize (``shard``/``num_shards``; an HDF5 shard writes its own file). With snippet-mean
 sampling each row stands for a snippet and its recorded frame (the snippet's first) is the
 one captioned.
+
+Objects (VLAVAD's setting): with ``clip_key`` an objects group (``ENCODER_KEY+DETECTOR``,
+:mod:`vadpipe.objects`), each object row is asked the questions about its own crop -- the same
+square, context margin and black padding as its CLIP crop, at source resolution (BLIP-2's
+processor resizes it) -- and the group, keyed ``<captioner key>+DETECTOR``, holds one row per
+object row (``frame_index`` repeating as in the objects group), with ``unit: "object"`` in its
+recipe.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from vadpipe import __version__
-from vadpipe.cache import CAPTIONER, FeatureCache, shard_cache_path
+from vadpipe.cache import CAPTIONER, OBJECTS, FeatureCache, shard_cache_path
 from vadpipe.cache.failures import failures_log_path, record_failure, source_attrs
 from vadpipe.data_manifests.schema import Manifest
 from vadpipe.errors import VadpipeError, one_line
@@ -242,6 +249,11 @@ def caption(
                          precision="fp16" if captioner.device.startswith("cuda") else "fp32",
                          quick_gelu=clip_recipe.get("quick_gelu", False))  # the towers of the image features
         key = captioner.key
+        objects = clip_recipe.get("kind") == OBJECTS
+        unit = {}
+        if objects:  # one row per object: the detector's part of the objects key names the group too
+            key = f"{key}+{clip_key[len(clip_recipe['clip_key']) + 1:]}"
+            unit = {"unit": "object", "crop": clip_recipe["objects"]["crop"]}
         if key in cache.encoders() and cache.recipe(key).get("clip_key") != clip_key:
             raise VadpipeError(
                 f"{cache.path}: captioner {key!r} was built on the frames of {cache.recipe(key).get('clip_key')!r}, "
@@ -253,24 +265,26 @@ def caption(
             "text_emb_model": {"model": clip_recipe.get("model"), "pretrained": clip_recipe.get("pretrained")},
             "dim": clip.dim,
             "sampling": clip_recipe.get("sampling"),
+            **unit,
             "vadpipe_version": __version__,
         })
         log_path = Path(failures_log) if failures_log else failures_log_path(cache_path)
         summary = FeaturizeSummary(encoder_key=key, failures_log=str(log_path))
         todo = videos_to_do(manifest, cache, key, shard, num_shards, video_ids, summary)
         todo = [e for e in todo if cache.is_done(clip_key, e.video_id)]  # not featurized: left alone
-        _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress)
+        margin = unit["crop"]["margin"] if objects else None
+        _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress, margin)
     finally:
         cache.close()
     return summary
 
 
-def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress) -> None:
+def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, progress, margin=None) -> None:
     with run_progress(summary, len(todo), progress) as bar:
         for entry in todo:
             bar.video(entry.video_id)
             outcome = _caption_one(entry, cache.read(clip_key, entry.video_id), captioner, clip, cache,
-                                   summary.encoder_key, batch_size, bar.frames)
+                                   summary.encoder_key, batch_size, bar.frames, margin)
             if isinstance(outcome, tuple):  # (stage, reason)
                 record_failure(cache, summary.encoder_key, entry, *outcome, summary, log_path, bar)
             else:
@@ -280,12 +294,17 @@ def _run(todo, cache, clip_key, captioner, clip, batch_size, summary, log_path, 
             bar.advance()
 
 
-def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, batch_size, on_frames):
-    """Caption one video and write its group; returns counts, or ``(stage, reason)`` on failure."""
+def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, batch_size, on_frames,
+                 margin: float | None = None):
+    """Caption one video and write its group; returns counts, or ``(stage, reason)`` on failure.
+    ``margin``: ``clip_features`` is an objects group, whose rows' crops are captioned."""
     import torch
 
-    wanted = clip_features.frame_index
+    from vadpipe.objects.crops import square_crops
+
+    wanted = clip_features.frame_index  # with objects: a frame repeats once per object on it
     wanted_set = set(int(i) for i in wanted)
+    boxes = clip_features.arrays.get("box") if margin is not None else None
     try:
         source = open_source(entry.path, fps_hint=entry.fps)
     except DecodeError as exc:
@@ -296,9 +315,16 @@ def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, b
     try:
         batch_idx, batch_rgb = [], []
         for i, _pts, rgb in frames:
-            batch_idx.append(i)
-            batch_rgb.append(rgb)
-            if len(batch_rgb) == batch_size:
+            if boxes is None:
+                images = [rgb]
+            else:
+                rows = np.flatnonzero(wanted == i)
+                images = square_crops(rgb, boxes[rows], margin)
+            for image in images:
+                batch_idx.append(i)
+                batch_rgb.append(image)
+                if len(batch_rgb) < batch_size:
+                    continue
                 t_infer += _answer(captioner, batch_rgb, answers)
                 found += batch_idx
                 on_frames(len(batch_idx))
@@ -312,11 +338,13 @@ def _caption_one(entry, clip_features, captioner: Captioner, clip, cache, key, b
     except torch.cuda.OutOfMemoryError:
         return "caption", "out of GPU memory (lower --batch-size)"
     if not np.array_equal(np.asarray(found, dtype=np.int64), wanted):
-        return "decode", f"source changed since featurize: found {len(found)} of its {len(wanted)} sampled frames"
+        what = "object rows" if boxes is not None else "sampled frames"
+        return "decode", f"source changed since featurize: found {len(found)} of its {len(wanted)} {what}"
     num_q = len(captioner.questions)
     text = np.array(answers, dtype=str).reshape(len(found), num_q)  # (T Q)
     unique, inverse = np.unique(text, return_inverse=True)
-    text_emb = clip.encode_text(unique.tolist()).astype(np.float16)[inverse.reshape(-1)]  # (T*Q D)
+    text_emb = (clip.encode_text(unique.tolist()).astype(np.float16)[inverse.reshape(-1)] if len(unique)
+                else np.zeros((0, clip.dim), np.float16))  # (T*Q D); a video without objects has no rows
     attrs = {
         **source_attrs(entry),
         **{k: clip_features.attrs.get(k) for k in ("fps", "num_frames", "width", "height")},

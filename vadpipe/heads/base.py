@@ -34,8 +34,8 @@ What the base class owns:
   where nothing was detected gets the head's floor: the lowest object score of the normal
   training videos (nothing there is as normal as the most normal object seen), or a head's
   own (``_object_floor``). The scores keep every object's score, track and box, and a frame's
-  explanation names its object's track. Captions per object are not in the cache yet, so an
-  object head reads none.
+  explanation names its object's track. A caption head reads the answers about the objects'
+  crops (a captioner group built on the objects group), not the frames'.
 * **presets** -- a config with ``PRESETS`` takes ``preset=NAME``: a paper's per-dataset
   settings, under the parameters given beside it.
 * **run-time options** -- ``device`` (``auto``: cuda when present) and ``score_batch_size``
@@ -144,7 +144,9 @@ class Head:
         if self.unit == "object":
             self.objects_key_ = resolve_objects_key(cache, self.encoder, getattr(self.config, "objects", "auto"),
                                                     self.name)
-            self.caption_key_ = None  # no captions per object in the cache yet
+            if "captions" in self.inputs:  # answers about the objects' crops, if the cache has them
+                choice = getattr(self.config, "caption_encoder", "auto")
+                self.caption_key_ = resolve_caption_key(cache, self.objects_key_, choice, self.name)
         self.input_recipes_ = {name: _recipe_of(cache.recipe(key), name) for name, key in self.sources().items()}
         self.class_names_: tuple[str, ...] = ()
         self._fit(cache, manifest)

@@ -53,6 +53,7 @@ class Objects:
     box: np.ndarray  # float32[N, 4] x1, y1, x2, y2 in source pixels
     label: np.ndarray  # str[N]
     emb: np.ndarray  # [N, D] crop embeddings, as the frames' rows (stored or unit)
+    captions: Captions | None = None  # answers about each object's crop (one row per object row)
 
 
 @dataclass
@@ -68,32 +69,40 @@ class Video:
 
 
 def read_video(cache, sources: dict[str, str], video_id: str, normalise: bool = False) -> Video:
-    """The inputs of ``video_id`` from the cache keys in ``sources`` (``{"emb": key, "captions": key}``);
-    ``normalise`` scales the image rows to unit length (float32: no second rounding to float16)."""
+    """The inputs of ``video_id`` from the cache keys in ``sources`` (``{"emb": key, "captions": key,
+    "objects": key}``); ``normalise`` scales the image rows (frames' and objects') to unit length
+    (float32: no second rounding to float16). With objects, the captions are the objects' (one
+    row per object row) and come with them."""
     features = cache.read(sources["emb"], video_id)
     emb = features.emb
     if normalise and emb is not None:
         emb = l2_normalize(emb.astype(np.float32))
-    captions = None
-    if sources.get("captions"):
-        key = sources["captions"]
-        cap = cache.read(key, video_id)
-        if not np.array_equal(cap.frame_index, features.frame_index):
-            raise VadpipeError(
-                f"{cache.path}: captions of {video_id!r} under {key!r} are not on the frames of "
-                f"{sources['emb']!r}; caption the video again"
-            )
-        text = cap.arrays["text"]
-        normalised = {a: normalize_answer(a) for a in np.unique(text)}  # answers of any writer, one form
-        text = np.array([normalised[a] for a in text.ravel()], dtype=str).reshape(text.shape)  # (T Q)
-        captions = Captions(key, text, cap.arrays["text_emb"].astype(np.float32))
     objects = None
     if sources.get("objects"):
         obj = cache.read(sources["objects"], video_id)
         rows = obj.emb if not normalise else l2_normalize(obj.emb.astype(np.float32))
         objects = Objects(sources["objects"], obj.frame_index, obj.arrays["track_id"], obj.arrays["box"],
                           obj.arrays["label"], rows)
+    captions = None
+    if sources.get("captions"):
+        on = sources.get("objects") or sources["emb"]
+        captions = _read_captions(cache, sources["captions"], video_id, objects.frame_index if objects else
+                                  features.frame_index, on)
+        if objects is not None:
+            objects.captions, captions = captions, None
     return Video(video_id, features.frame_index, features.num_frames, emb, captions, objects)
+
+
+def _read_captions(cache, key: str, video_id: str, frame_index: np.ndarray, on: str) -> Captions:
+    cap = cache.read(key, video_id)
+    if not np.array_equal(cap.frame_index, frame_index):
+        raise VadpipeError(
+            f"{cache.path}: captions of {video_id!r} under {key!r} are not on the rows of {on!r}; caption the video again"
+        )
+    text = cap.arrays["text"]
+    normalised = {a: normalize_answer(a) for a in np.unique(text)}  # answers of any writer, one form
+    text = np.array([normalised[a] for a in text.ravel()], dtype=str).reshape(text.shape)  # (T Q)
+    return Captions(key, text, cap.arrays["text_emb"].astype(np.float32))
 
 
 def object_units(video: Video, mode: str) -> list[tuple[np.ndarray, Video]]:
@@ -102,18 +111,19 @@ def object_units(video: Video, mode: str) -> list[tuple[np.ndarray, Video]]:
     ``"tracks"`` -- one unit per track, in order of first appearance (temporal heads: a track is
     the head's sequence), a row no track holds (``track_id`` -1) a unit of its own."""
     obj = video.objects
+
+    def unit(name: str, rows: np.ndarray) -> tuple[np.ndarray, Video]:
+        cap = obj.captions
+        captions = None if cap is None else Captions(cap.key, cap.text[rows], cap.text_emb[rows])
+        return rows, Video(name, obj.frame_index[rows], video.num_frames, obj.emb[rows], captions)
+
     if mode == "rows":
-        return [(np.arange(len(obj.frame_index)), Video(video.video_id, obj.frame_index, video.num_frames, obj.emb))]
-    units = []
+        return [unit(video.video_id, np.arange(len(obj.frame_index)))]
     tracked = obj.track_id >= 0
     ids, first = np.unique(obj.track_id[tracked], return_index=True)
-    for t in ids[np.argsort(first, kind="stable")]:
-        rows = np.flatnonzero(obj.track_id == t)
-        units.append((rows, Video(f"{video.video_id}#track{t}", obj.frame_index[rows], video.num_frames, obj.emb[rows])))
-    for r in np.flatnonzero(~tracked):
-        units.append((np.array([r]), Video(f"{video.video_id}#row{r}", obj.frame_index[[r]], video.num_frames,
-                                           obj.emb[[r]])))
-    return units
+    units = [unit(f"{video.video_id}#track{t}", np.flatnonzero(obj.track_id == t))
+             for t in ids[np.argsort(first, kind="stable")]]
+    return units + [unit(f"{video.video_id}#row{r}", np.array([r])) for r in np.flatnonzero(~tracked)]
 
 
 def needs_normalising(cache, key: str, geometry: str, trained: dict | None = None) -> bool:

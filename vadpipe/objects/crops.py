@@ -24,13 +24,9 @@ def square_boxes(boxes: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([x0, y0, x0 + side, y0 + side], axis=1)
 
 
-def crop_objects(rgb: np.ndarray, boxes: np.ndarray, margin: float, preprocessing):
-    """``uint8 (H, W, 3)`` frame, ``float[n, 4]`` boxes -> ``uint8 tensor (n, 3, s, s)`` crops."""
-    import torch
-
-    s = preprocessing.size
-    if not len(boxes):
-        return torch.zeros((0, 3, s, s), dtype=torch.uint8)
+def square_crops(rgb: np.ndarray, boxes: np.ndarray, margin: float) -> list[np.ndarray]:
+    """``uint8 (H, W, 3)`` frame, ``float[n, 4]`` boxes -> ``n`` square ``uint8 (side, side, 3)``
+    crops at source resolution (the captioner's processor resizes them its own way)."""
     H, W = rgb.shape[:2]
     out = []
     for x0, y0, x1, y1 in square_boxes(boxes, margin):
@@ -39,5 +35,15 @@ def crop_objects(rgb: np.ndarray, boxes: np.ndarray, margin: float, preprocessin
         sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
         if sx1 > sx0 and sy1 > sy0:
             canvas[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-        out.append(preprocessing.resize_square(torch.from_numpy(canvas)[None]))
-    return torch.cat(out)
+        out.append(canvas)
+    return out
+
+
+def crop_objects(rgb: np.ndarray, boxes: np.ndarray, margin: float, preprocessing):
+    """``uint8 (H, W, 3)`` frame, ``float[n, 4]`` boxes -> ``uint8 tensor (n, 3, s, s)`` crops."""
+    import torch
+
+    s = preprocessing.size
+    if not len(boxes):
+        return torch.zeros((0, 3, s, s), dtype=torch.uint8)
+    return torch.cat([preprocessing.resize_square(torch.from_numpy(c)[None]) for c in square_crops(rgb, boxes, margin)])
