@@ -119,6 +119,11 @@ def test_list_show_and_dry_run(tmp_path):
     assert cross[2] == (f"vadpipe manifest cross --train {tmp_path}/c/train-manifest.csv --test "
                         f"{tmp_path}/c/test-manifest.csv -o {tmp_path}/c/manifest.csv")
     assert vlavad[1].startswith("printf '%s\\n' 'What is the pose of the person in the picture?'")
+    assert """--objects fasterrcnn_resnet50_fpn_v2 --objects-param 'classes=["person"]'""" in vlavad[2]
+    assert "--objects-param score_threshold=0.5 --objects-param nms_threshold=0.3 --objects-param min_area=300" in vlavad[2]
+    assert "--param unit=object" in vlavad[3]
+    mine = commands(load_recipe("vlavad-ped2"), tmp_path / "v", encoder=TINY, objects="motion")
+    assert "--objects motion --objects-param min_area=300" in mine[2] and "classes" not in mine[2]
 
 
 def test_cross_dataset_manifest_trains_on_one_and_tests_on_the_other():
@@ -190,12 +195,15 @@ def test_every_recipe_runs_end_to_end_with_the_tiny_encoder(tmp_path, stand_ins,
     shutil.copytree(caches[which, stride], work / "features.zarr")  # featurize resumes: nothing left to embed
     params = SMALL[recipe.head["name"]]
     lines = []
+    objects = "motion" if recipe.featurize.get("objects") else None  # no detector weights here
     result = run(recipe, work, manifest=manifests[which], encoder=TINY, params=params, device="cpu",
-                 captioner=str(blip2) if recipe.captioner else None, plots=False, log=lines.append)
+                 captioner=str(blip2) if recipe.captioner else None, plots=False, log=lines.append, objects=objects)
     assert set(result.obtained) == {p["metric"] for p in recipe.published}
     assert all(np.isfinite(v) for v in result.obtained.values()), result.line()
     line = result.line()
     assert line.startswith(f"{name}: ") and "paper" in line and "obtained" in line and f"encoder={TINY}" in line
+    if objects:
+        assert "objects=motion" in line and any("objects" in x and x.startswith("featurize:") for x in lines)
     assert (work / "report" / "report.json").exists() and (work / "result.json").exists()
     if recipe.captioner:
         assert (work / "questions.txt").read_text().splitlines() == recipe.captioner["questions"]
@@ -204,7 +212,7 @@ def test_every_recipe_runs_end_to_end_with_the_tiny_encoder(tmp_path, stand_ins,
         assert sum(line.startswith("  ") for line in lines) == len(recipe.published[0]["per_class"])
     # resumable: a second run keeps the trained run and scores again; other settings are refused
     again = run(recipe, work, manifest=manifests[which], encoder=TINY, params=params, device="cpu",
-                captioner=str(blip2) if recipe.captioner else None, plots=False, log=lines.append)
+                captioner=str(blip2) if recipe.captioner else None, plots=False, log=lines.append, objects=objects)
     assert again.obtained == result.obtained and any("exists (same recipe.json): kept" in line for line in lines)
     with pytest.raises(VadpipeError, match="made by another recipe, other settings or another manifest"):
         run(recipe, work, manifest=manifests[which], encoder=TINY, params={**params, "seed": 1}, device="cpu")

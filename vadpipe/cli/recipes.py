@@ -43,6 +43,7 @@ def recipes_run(
     test_annotations: Optional[Path] = typer.Option(None, "--test-annotations", help="Cross-dataset recipes: its annotation files."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Override the recipe's image encoder (e.g. vadpipe-tiny)."),
     captioner: Optional[str] = typer.Option(None, "--captioner", help="Override the recipe's BLIP-2 (hub id or local folder)."),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Override the recipe's detector (motion, file:DIR, a torchvision model)."),
     param: Optional[List[str]] = typer.Option(None, "--param", help="Override a head parameter KEY=VALUE; repeatable."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the report's PNG figures."),
@@ -56,10 +57,11 @@ def recipes_run(
     params = parse_params(param, None)
     if dry_run:
         for line in commands(recipe, output, videos, annotations, manifest, encoder, captioner, params, test_videos,
-                             test_annotations):
+                             test_annotations, objects):
             typer.echo(line)
         return
     result = run(recipe, output, videos=videos, annotations=annotations, manifest=manifest, encoder=encoder,
                  captioner=captioner, params=params, device=device, progress=sys.stderr.isatty(), plots=plots,
-                 log=lambda line: typer.echo(line, err=True), test_videos=test_videos, test_annotations=test_annotations)
+                 log=lambda line: typer.echo(line, err=True), test_videos=test_videos, test_annotations=test_annotations,
+                 objects=objects)
     typer.echo(result.line())

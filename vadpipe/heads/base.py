@@ -211,15 +211,31 @@ class Head:
     def _score_objects(self, video: Video) -> Scores:
         """``unit=object``: each sampled frame scores its most anomalous object; a frame with
         none gets ``object_floor_``; class probabilities are the max over the frame's objects."""
-        obj = video.objects
         rows = self._object_row_scores(video)
+        return self._objects_result(video, rows, self._max_per_frame(video, rows.score))
+
+    def _max_per_frame(self, video: Video, values: np.ndarray) -> np.ndarray:
+        """The largest of the object rows' ``values`` on each sampled frame (``object_floor_`` where none)."""
         T = len(video.frame_index)
+        score = np.full((T,) + values.shape[1:], self.object_floor_, dtype=np.float64)
+        np.maximum.at(score, self._object_frames(video), values)
+        return score
+
+    def _object_frames(self, video: Video) -> np.ndarray:
+        """The position among the sampled frames of each object row's frame."""
+        obj = video.objects
         pos = np.searchsorted(video.frame_index, obj.frame_index)
-        if len(pos) and (pos.max() >= T or not np.array_equal(video.frame_index[pos], obj.frame_index)):
+        if len(pos) and (pos.max() >= len(video.frame_index) or not np.array_equal(video.frame_index[pos],
+                                                                                   obj.frame_index)):
             raise VadpipeError(f"{obj.key}: objects of {video.video_id!r} are not on the frames of {self.encoder!r}")
-        floor = self.object_floor_
-        score = np.full(T, floor, dtype=np.float64)
-        np.maximum.at(score, pos, rows.score)
+        return pos
+
+    def _objects_result(self, video: Video, rows: Scores, score: np.ndarray) -> Scores:
+        """The frame ``score`` with the object rows behind it: each frame's explanation names its
+        best row's object, class probabilities are the max over a frame's objects."""
+        obj = video.objects
+        T = len(video.frame_index)
+        pos = self._object_frames(video)
         order = np.lexsort((rows.score, pos))  # by frame, then score: the last row of a frame is its best
         best = np.full(T, -1)
         best[pos[order]] = order
@@ -227,10 +243,7 @@ class Head:
         if rows.explanation is not None:
             where = [f"{e} ({w})" for e, w in zip(rows.explanation, where)]
         explanation = np.array(["no object detected" if b < 0 else where[b] for b in best], dtype=object)
-        class_probs = None
-        if rows.class_probs is not None:
-            class_probs = np.full((T, rows.class_probs.shape[1]), floor)
-            np.maximum.at(class_probs, pos, rows.class_probs)
+        class_probs = None if rows.class_probs is None else self._max_per_frame(video, rows.class_probs)
         objects = ObjectScores(obj.frame_index, obj.track_id, obj.box, rows.score,
                                None if rows.explanation is None else rows.explanation)
         return Scores(video.frame_index, score, video.num_frames, class_probs, self.class_names_, explanation,

@@ -70,6 +70,7 @@ from torch import nn
 
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Head, ObjectUnits, Scores
+from vadpipe.heads.data import object_units
 from vadpipe.heads.s4d import S4D, param_groups
 from vadpipe.heads.training import l2_normalize, load_module_state, module_state, seeded, warmup_cosine
 
@@ -316,7 +317,12 @@ class S3MHead(Head):
 
     # ------------------------------------------------------------ score
     def _score_video(self, video) -> Scores:
-        cfg = self.config
+        static, temporal, explanation = self._parts(video)
+        return Scores(video.frame_index, self._fuse(static, temporal, video.frame_index), video.num_frames,
+                      explanation=explanation)
+
+    def _parts(self, video) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """SPA's A_s, S3M's A_t (zeros where a part is off) and the explanation of each sample."""
         T = len(video.frame_index)
         static = np.zeros(T, dtype=np.float32)
         explanation = None
@@ -325,14 +331,43 @@ class S3MHead(Head):
             explanation = np.array(video.captions.text[:, self.spa_questions_[0]], dtype=object)
         temporal = np.zeros(T, dtype=np.float32)
         if self.model_.net is not None:
-            temporal = prediction_error(self.model_.net, self._sequence(video), cfg.past)
-        score = cfg.static_weight * static + cfg.temporal_weight * temporal
-        if cfg.sigma > 0 and T > 1:
+            temporal = prediction_error(self.model_.net, self._sequence(video), self.config.past)
+        return static, temporal, explanation
+
+    def _fuse(self, static: np.ndarray, temporal: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
+        """Gauss(w_s A_s + lambda A_t) along the sampled frames (sigma in source frames)."""
+        cfg = self.config
+        score = cfg.static_weight * static + cfg.temporal_weight * temporal  # float32, as vadpipe 0.2 added them
+        if cfg.sigma > 0 and len(score) > 1:
             from scipy.ndimage import gaussian_filter1d
 
-            step = float(np.median(np.diff(video.frame_index))) or 1.0
+            step = float(np.median(np.diff(frame_index))) or 1.0
             score = gaussian_filter1d(score.astype(np.float64), sigma=cfg.sigma / step, mode="nearest")
-        return Scores(video.frame_index, score.astype(np.float32), video.num_frames, explanation=explanation)
+        return score.astype(np.float32)
+
+    def _score_objects(self, video) -> Scores:
+        """VLAVAD sec. 3.3.3 on objects: A = Gauss(max_i A_s(i) + lambda max_i A_t(i)) -- each part
+        maxed over the frame's objects, fused, then smoothed along the video's frames; A_t of an
+        object is its own track's prediction error. An object row's own score (kept with the
+        scores) is its unsmoothed w_s A_s + lambda A_t."""
+        obj = video.objects
+        n = len(obj.frame_index)
+        static, temporal = np.zeros(n), np.zeros(n)
+        explanation = np.empty(n, dtype=object) if self.caption_key_ else None
+        for rows, unit in object_units(video, self.object_mode) if n else []:
+            static[rows], temporal[rows], why = self._parts(unit)
+            if explanation is not None:
+                explanation[rows] = why
+        cfg = self.config
+        row_score = cfg.static_weight * static + cfg.temporal_weight * temporal
+        frame = self._fuse(self._max_per_frame(video, static).astype(np.float32),
+                           self._max_per_frame(video, temporal).astype(np.float32), video.frame_index)
+        rows = Scores(obj.frame_index, row_score, video.num_frames, explanation=explanation)
+        return self._objects_result(video, rows, frame)
+
+    def _object_floor(self, cache, manifest) -> float:
+        """A frame with no object: 0, the bottom of both A_s (1 / (1 + n) > 0) and A_t (an error)."""
+        return 0.0
 
     def _static_scores(self, text: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
         """SPA's A_s of each frame from its answers ``str[T, Q]`` and their embeddings ``[T, Q, D]``."""

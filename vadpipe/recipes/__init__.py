@@ -18,7 +18,8 @@ Schema (``"captioner"`` and ``"score"`` optional)::
       "dataset": {"builder": "ucf_crime", "options": {"end": "inclusive"}},   (+ "test": {builder, options}:
                                                                           train here, test there)
       "featurize": {"encoder": "ViT-B-16:openai", "sampling": {"stride": 1}, "crop": "center",
-                    "splits": ["train", "test"]},
+                    "splits": ["train", "test"],
+                    "objects": {"detector": "fasterrcnn_resnet50_fpn_v2", "params": {"classes": ["person"]}}},
       "captioner": {"model": "Salesforce/blip2-opt-2.7b", "questions": ["..."]},
       "head": {"name": "anomalyclip", "params": {"preset": "ucf_crime"}},
       "score": {"normal": [], "anomaly": [], "threshold": 0.2, "strength": 0.5},
@@ -34,8 +35,10 @@ Running is resumable: the manifest is rebuilt (cheap), featurize and captions sk
 videos already done, a trained run folder whose recorded settings match is kept, scoring and
 evaluation run again. The work folder remembers the effective recipe (``recipe.json``); a
 rerun with other settings into the same folder is refused. ``encoder`` (tests use
-``vadpipe-tiny``), ``captioner`` and head ``params`` override the recipe; the final line says
-so. ``manifest`` replaces the builder with a manifest of one's own (a stand-in, or one's own
+``vadpipe-tiny``), ``captioner``, ``objects`` (a detector: ``motion``, ``file:DIR``, another
+torchvision model; the recipe's shared object settings -- ``min_area``, ``max_objects``,
+``margin``, tracker -- are kept, its detector's own are dropped) and head ``params`` override the
+recipe; the final line says so. ``manifest`` replaces the builder with a manifest of one's own (a stand-in, or one's own
 data).
 """
 
@@ -47,11 +50,11 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vadpipe.encoders.preprocessing import CROPS
 from vadpipe.errors import VadpipeError, read_json
 
 RECIPES_DIR = Path(__file__).resolve().parent
 METRICS = ("micro_auc", "macro_auc", "ap", "mauc", "map", "subset_mauc")
-CROPS = ("center",)  # what vadpipe's preprocessing does (resize shortest side + centre crop)
 _KEYS = ("paper", "cite", "table", "row", "published", "dataset", "featurize", "captioner", "head", "score", "evaluate",
          "differences", "notes")
 
@@ -179,9 +182,20 @@ def validate(recipe: Recipe) -> None:
     Sampling.parse(**recipe.sampling_args)
     if recipe.featurize.get("crop", "center") not in CROPS:
         raise VadpipeError(f"{where}: crop {recipe.featurize['crop']!r}: vadpipe crops {', '.join(CROPS)}")
-    unknown = sorted(set(recipe.featurize) - {"encoder", "sampling", "crop", "splits"})
+    unknown = sorted(set(recipe.featurize) - {"encoder", "sampling", "crop", "splits", "objects"})
     if unknown:
         raise VadpipeError(f"{where}: unknown featurize option(s) {', '.join(unknown)}")
+    objects = recipe.featurize.get("objects")
+    if objects is not None:
+        from vadpipe.objects import ObjectsConfig
+
+        if not isinstance(objects, dict) or not isinstance(objects.get("detector"), str) or \
+                set(objects) - {"detector", "params"} or not isinstance(objects.get("params", {}), dict):
+            raise VadpipeError(f"{where}: featurize objects is {{\"detector\": NAME, \"params\": {{...}}}}")
+        ObjectsConfig.parse(objects["detector"], objects.get("params", {}))
+        if recipe.head.get("params", {}).get("unit") != "object":
+            raise VadpipeError(f"{where}: featurize makes objects but the head scores frames: add unit=object")
+
     bad = sorted(set(recipe.featurize.get("splits", ())) - {"train", "test"})
     if bad:
         raise VadpipeError(f"{where}: featurize splits must be train and/or test, got {', '.join(bad)}")
@@ -238,9 +252,15 @@ class RecipeResult:
 
 
 def effective(recipe: Recipe, encoder: str | None = None, captioner: str | None = None,
-              params: dict | None = None) -> dict:
+              params: dict | None = None, objects: str | None = None) -> dict:
     """The settings a run uses: the recipe's, with the overrides."""
     featurize = {**recipe.featurize, **({"encoder": encoder} if encoder else {})}
+    if objects and objects != featurize.get("objects", {}).get("detector"):
+        from vadpipe.objects.config import COMMON, TRACKER_PARAMS
+
+        shared = {k: v for k, v in featurize.get("objects", {}).get("params", {}).items()
+                  if k in COMMON or k in TRACKER_PARAMS}
+        featurize["objects"] = {"detector": objects, "params": shared}
     cap = None if recipe.captioner is None else {**recipe.captioner, **({"model": captioner} if captioner else {})}
     head = {"name": recipe.head["name"], "params": {**recipe.head.get("params", {}), **(params or {})}}
     return {"recipe": recipe.name, "dataset": recipe.dataset, "featurize": featurize, "captioner": cap, "head": head,
@@ -248,9 +268,9 @@ def effective(recipe: Recipe, encoder: str | None = None, captioner: str | None 
 
 
 def commands(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifest=None, encoder=None,
-             captioner=None, params=None, test_videos=None, test_annotations=None) -> list[str]:
+             captioner=None, params=None, test_videos=None, test_annotations=None, objects=None) -> list[str]:
     """The vadpipe commands :func:`run` executes, as a shell would type them (``--dry-run``)."""
-    settings = effective(recipe, encoder, captioner, params)
+    settings = effective(recipe, encoder, captioner, params, objects)
     work = Path(work)
     q = shlex.quote
     out = []
@@ -277,6 +297,12 @@ def commands(recipe: Recipe, work: str | Path, videos=None, annotations=None, ma
     splits = recipe.featurize.get("splits")
     if splits and set(splits) != {"train", "test"}:
         feat += "".join(f" --split {s}" for s in splits)
+    if recipe.featurize.get("crop", "center") != "center":
+        feat += f" --crop {recipe.featurize['crop']}"
+    if settings["featurize"].get("objects"):
+        obj = settings["featurize"]["objects"]
+        feat += f" --objects {q(obj['detector'])}" + "".join(
+            f" --objects-param {q(k + '=' + _param_text(v))}" for k, v in obj.get("params", {}).items())
     if settings["captioner"]:
         cap = settings["captioner"]
         feat += f" --captioner {q(cap['model'])}"
@@ -339,7 +365,8 @@ def _sampling_flags(sampling: dict) -> list[str]:
 
 def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifest=None, encoder: str | None = None,
         captioner: str | None = None, params: dict | None = None, device: str = "auto",
-        progress: bool = False, plots: bool = True, log=print, test_videos=None, test_annotations=None) -> RecipeResult:
+        progress: bool = False, plots: bool = True, log=print, test_videos=None, test_annotations=None,
+        objects: str | None = None) -> RecipeResult:
     """Execute the recipe into ``work`` (module docstring); ``log`` receives one line per stage
     (and, for a per-class row, one line per class)."""
     from vadpipe.data_manifests import load_manifest
@@ -351,7 +378,7 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
     from vadpipe.runs import score_run, train_head
 
     work = output_dir(work)
-    settings = effective(recipe, encoder, captioner, params)
+    settings = effective(recipe, encoder, captioner, params, objects)
     if manifest is None:
         if videos is None or annotations is None:
             raise VadpipeError(f"recipe {recipe.name}: give --videos and --annotations (or --manifest)")
@@ -382,8 +409,14 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
     log(f"manifest: {manifest_path} ({len(videos_m.select(split='train'))} train, {len(videos_m.select(split='test'))} test)")
 
     cache = work / "features.zarr"
+    obj = settings["featurize"].get("objects")
+    if obj:
+        from vadpipe.objects import ObjectsConfig
+
+        obj = ObjectsConfig.parse(obj["detector"], obj.get("params", {}))
+    crop = recipe.featurize.get("crop", "center")
     config = FeaturizeConfig(encoder=settings["featurize"]["encoder"], sampling=Sampling.parse(**recipe.sampling_args),
-                             device=device)
+                             device=device, crop=None if crop == "center" else crop, objects=obj or None)
     splits = recipe.featurize.get("splits")
     ids = [e.video_id for e in videos_m if splits is None or e.split in splits]
     summary = run_featurize(videos_m, cache, config, progress=progress, video_ids=ids)
@@ -398,7 +431,8 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
         options = {k: cap[k] for k in ("prompt_template", "max_new_tokens") if k in cap}
         questions = cap.get("questions") or list(DEFAULT_QUESTIONS)
         (work / "questions.txt").write_text("".join(f"{x}\n" for x in questions))  # as --dry-run writes it
-        caps = caption(videos_m, cache, cap["model"], summary.encoder_key, questions=questions, device=device,
+        clip_key = obj.key(summary.encoder_key) if obj else summary.encoder_key  # objects: about each object
+        caps = caption(videos_m, cache, cap["model"], clip_key, questions=questions, device=device,
                        progress=progress, video_ids=ids, **options)
         log(f"captions: {caps.encoder_key} -> {cache}: {caps.line()}")
         if caps.failed:
@@ -432,7 +466,7 @@ def run(recipe: Recipe, work: str | Path, videos=None, annotations=None, manifes
             for name, paper in item["per_class"].items():
                 got = mine.get(name)
                 log(f"  {name}: paper {paper:.4f}, obtained {'n/a' if got is None else f'{got:.4f}'}")
-    overrides = {k: v for k, v in (("encoder", encoder), ("captioner", captioner)) if v}
+    overrides = {k: v for k, v in (("encoder", encoder), ("captioner", captioner), ("objects", objects)) if v}
     overrides.update(params or {})
     result = RecipeResult(recipe.name, obtained, {m["metric"]: m["value"] for m in recipe.published}, overrides,
                           str(work / "report"))
