@@ -68,6 +68,8 @@ def test_bad_recipes_are_one_clear_line(tmp_path):
     good = json.loads((Path(load_recipe("gao-ped2").path)).read_text())
     cases = {
         "head": ({**good, "head": {"name": "kmeans", "params": {"centres": 3}}}, "unknown parameter"),
+        "unit": ({**good, "head": {"name": "kmeans", "params": {"preset": "ped2"}}}, "add unit=object"),
+        "objects": ({**good, "featurize": {**good["featurize"], "objects": {"detector": "yolox"}}}, "unknown detector"),
         "builder": ({**good, "dataset": {"builder": "ped3"}}, "unknown dataset builder 'ped3'"),
         "option": ({**good, "dataset": {"builder": "ped2", "options": {"split": "weak"}}}, "ped2 has no option"),
         "metric": ({**good, "published": [{"metric": "auroc", "value": 0.9}]}, "a published entry needs a metric"),

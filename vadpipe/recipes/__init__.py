@@ -193,8 +193,6 @@ def validate(recipe: Recipe) -> None:
                 set(objects) - {"detector", "params"} or not isinstance(objects.get("params", {}), dict):
             raise VadpipeError(f"{where}: featurize objects is {{\"detector\": NAME, \"params\": {{...}}}}")
         ObjectsConfig.parse(objects["detector"], objects.get("params", {}))
-        if recipe.head.get("params", {}).get("unit") != "object":
-            raise VadpipeError(f"{where}: featurize makes objects but the head scores frames: add unit=object")
 
     bad = sorted(set(recipe.featurize.get("splits", ())) - {"train", "test"})
     if bad:
@@ -202,6 +200,8 @@ def validate(recipe: Recipe) -> None:
     if not isinstance(recipe.head.get("params", {}), dict):
         raise VadpipeError(f"{where}: head params must be an object")
     get_head(recipe.head.get("name", "?"), **recipe.head.get("params", {}))
+    if objects is not None and recipe.head.get("params", {}).get("unit") != "object":
+        raise VadpipeError(f"{where}: featurize makes objects but the head scores frames: add unit=object")
     try:
         EvalConfig(**recipe.evaluate)
     except TypeError as exc:
