@@ -36,6 +36,30 @@ def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
     return float(rss), float(wall)
 
 
+def featurize_cmd(manifest: Path, cache: Path, encoder: str, stride: int, *extra: str) -> list[str]:
+    """``vadpipe featurize`` in a fresh Python, as the benchmarks run it."""
+    return [sys.executable, "-c", "from vadpipe.cli import app; app()", "featurize", str(manifest), "--cache",
+            str(cache), "--encoder", encoder, "--stride", str(stride), "--no-progress", *extra]
+
+
+def peak_rss_by_length(root: Path, minutes_list, encoder: str, stride: int, *extra: str,
+                       label: str = "") -> dict[float, float]:
+    """Peak RSS (MiB) of featurize (decode in a thread: one process holds everything) on a
+    synthetic video of each length in ``minutes_list``; prints one line per length."""
+    results = {}
+    for minutes in minutes_list:
+        t = time.perf_counter()
+        video = write_long_video(root / f"v{minutes:g}min.mp4", minutes * 60)
+        print(f"wrote {video.name} ({video.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f} s")
+        manifest = root / f"m{minutes:g}.csv"
+        manifest.write_text(f"video_id,path,split,label\nv,{video},test,normal\n")
+        rss, wall = peak_rss_mib(featurize_cmd(manifest, root / f"c{minutes:g}.zarr", encoder, stride,
+                                               "--workers", "0", *extra))
+        results[minutes] = rss
+        print(f"{minutes:g} min video{label}: peak RSS {rss:.0f} MiB, {wall:.0f} s")
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoder", default="ViT-B-32:random")
@@ -46,19 +70,7 @@ def main():
     root = Path(args.dir)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    results = {}
-    for minutes in args.minutes:
-        t = time.perf_counter()
-        video = write_long_video(root / f"v{minutes:g}min.mp4", minutes * 60)
-        print(f"wrote {video.name} ({video.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.0f} s")
-        manifest = root / f"m{minutes:g}.csv"
-        manifest.write_text(f"video_id,path,split,label\nv,{video},test,normal\n")
-        cmd = [sys.executable, "-c", "from vadpipe.cli import app; app()", "featurize", str(manifest),
-               "--cache", str(root / f"c{minutes:g}.zarr"), "--encoder", args.encoder, "--stride", str(args.stride),
-               "--workers", "0", "--no-progress"]
-        rss, wall = peak_rss_mib(cmd)
-        results[minutes] = rss
-        print(f"{minutes:g} min video: peak RSS {rss:.0f} MiB, {wall:.0f} s")
+    results = peak_rss_by_length(root, args.minutes, args.encoder, args.stride)
     a, b = args.minutes
     print(f"peak RSS ratio {b:g} min / {a:g} min = {results[b] / results[a]:.3f} (target <= 1.2)")
 

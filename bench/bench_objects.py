@@ -18,20 +18,14 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_long_video  # noqa: E402
-from bench_memory import peak_rss_mib  # noqa: E402
+from bench_memory import featurize_cmd, peak_rss_by_length, peak_rss_mib  # noqa: E402
 
 TORCHVISION_SETTINGS = ["--objects-param", "weights=random", "--objects-param", "score_threshold=0",
                         "--objects-param", "max_objects=20"]
-
-
-def featurize_cmd(manifest: Path, cache: Path, args, *extra: str) -> list[str]:
-    return [sys.executable, "-c", "from vadpipe.cli import app; app()", "featurize", str(manifest), "--cache",
-            str(cache), "--encoder", args.encoder, "--stride", str(args.stride), "--no-progress", *extra]
 
 
 def objects_of(cache: Path) -> int:
@@ -62,26 +56,20 @@ def main():
     samples = args.videos * int(args.seconds * 25 / args.stride)
     print(f"{args.videos} videos x {args.seconds:g} s at 25 fps, stride {args.stride}: {samples} sampled frames; "
           f"encoder {args.encoder}")
-    _, base = peak_rss_mib(featurize_cmd(manifest, root / "frames.zarr", args))
+    _, base = peak_rss_mib(featurize_cmd(manifest, root / "frames.zarr", args.encoder, args.stride))
     print(f"frames only: {base:.1f} s ({samples / base:.1f} frames/s)")
     for det in args.detectors:
         extra = ["--objects", det] + (TORCHVISION_SETTINGS if det != "motion" else [])
         cache = root / f"{det}.zarr"
-        rss, wall = peak_rss_mib(featurize_cmd(manifest, cache, args, *extra))
+        rss, wall = peak_rss_mib(featurize_cmd(manifest, cache, args.encoder, args.stride, *extra))
         n = objects_of(cache)
         print(f"frames + objects ({det}): {wall:.1f} s, {n} objects ({n / samples:.1f} a frame), "
               f"{samples / wall:.1f} frames/s, {n / wall:.1f} objects/s; {wall / base:.2f}x the frames-only time; "
               f"peak RSS {rss:.0f} MiB")
-    peaks = {}
-    for minutes in args.minutes:
-        video = write_long_video(root / f"long{minutes:g}.mp4", minutes * 60)
-        m = root / f"long{minutes:g}.csv"
-        m.write_text(f"video_id,path,split,label\nv,{video},test,normal\n")
-        t = time.perf_counter()
-        peaks[minutes], _ = peak_rss_mib(featurize_cmd(m, root / f"long{minutes:g}.zarr", args, "--workers", "0",
-                                                       "--objects", "motion"))
-        print(f"{minutes:g} min video with objects (motion): peak RSS {peaks[minutes]:.0f} MiB "
-              f"({time.perf_counter() - t:.0f} s)")
+    long = root / "long"
+    long.mkdir()
+    peaks = peak_rss_by_length(long, args.minutes, args.encoder, args.stride, "--objects", "motion",
+                               label=" with objects (motion)")
     a, b = args.minutes
     print(f"peak RSS ratio {b:g} min / {a:g} min = {peaks[b] / peaks[a]:.3f} (flat: <= 1.2)")
 

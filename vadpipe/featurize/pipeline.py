@@ -234,13 +234,10 @@ def _finish(entry, video: _InFlight, info, encoder, keys, cache, config) -> list
         fault_point("after_video")
     if len(keys) > 1 and keys[1] in video.keys:
         index, pts, emb = video.objects.arrays(encoder.dim)
-        rows = video.rows
-        arrays = {
-            "track_id": np.concatenate([r.track_id for r in rows]) if rows else np.zeros(0, np.int64),
-            "box": np.concatenate([r.box for r in rows]) if rows else np.zeros((0, 4), np.float32),
-            "det_score": np.concatenate([r.det_score for r in rows]) if rows else np.zeros(0, np.float32),
-            "label": np.concatenate([r.label for r in rows]) if rows else np.zeros(0, dtype="<U1"),
-        }
+        empty = {"track_id": np.zeros(0, np.int64), "box": np.zeros((0, 4), np.float32),
+                 "det_score": np.zeros(0, np.float32), "label": np.zeros(0, dtype="<U1")}  # a video without objects
+        arrays = {name: np.concatenate([getattr(r, name) for r in video.rows]) if video.rows else none
+                  for name, none in empty.items()}
         cache.write_video(keys[1], entry.video_id, index, pts, emb, {**attrs, "num_objects": int(len(index))},
                           arrays)
         fault_point("after_video")

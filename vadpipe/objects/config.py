@@ -114,11 +114,11 @@ class ObjectsConfig:
         detector = self.detector
         if detector.startswith("file:"):
             detector = "file:" + str(Path(detector[5:]).expanduser().resolve())
-        settings = asdict(self.detector_settings())
+        settings = self.detector_settings()
         return {
             "detector": detector,
-            "settings": settings,
-            "weights": detector_class(self.detector).weights_recipe(self.detector_settings()),
+            "settings": asdict(settings),
+            "weights": detector_class(self.detector).weights_recipe(settings),
             "min_area": self.min_area,
             "max_objects": self.max_objects,
             "tracker": asdict(self.tracker),
