@@ -1,6 +1,7 @@
 """The CLI contract, driven through typer's CliRunner."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -24,9 +25,13 @@ def test_demo_offline(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| prototype | vadpipe-tiny:random |" in result.output
     assert "| zeroshot | vadpipe-tiny:random |" in result.output
-    for head in ("prototype", "zeroshot"):
+    assert "| zeroshot-objects | vadpipe-tiny:random |" in result.output
+    assert re.search(r"\d+ frames and \d+ objects", result.output)  # the objects were featurized too
+    for head in ("prototype", "zeroshot", "zeroshot-objects"):
         report = json.loads((tmp_path / "demo" / "reports" / head / "report.json").read_text())
         assert {"micro_auc", "macro_auc", "ap"} <= set(report) and report["num_videos"] == 5
+    evidence = [e for v in report["videos"] for e in v["evidence"]]  # zeroshot on objects: boxes behind the peaks
+    assert evidence and all(len(e["box"]) == 4 for e in evidence)
     again = invoke("demo", "--encoder", TINY, "-o", tmp_path / "demo")  # rerun: cache reused
     assert again.exit_code == 0 and "0 done, 9 skipped" in again.output
 

@@ -19,15 +19,15 @@ def demo(
     stride: int = typer.Option(2, "--stride"),
     device: str = typer.Option("auto", "--device"),
 ):
-    """Synthetic surveillance scene -> featurize -> prototype + zeroshot -> evaluate."""
+    """Synthetic surveillance scene -> featurize (frames + motion objects) -> prototype, zeroshot, zeroshot on objects -> evaluate."""
     from vadpipe.demo import DEFAULT_ENCODER, run_demo
     from vadpipe.evaluate import format_table
 
     result = run_demo(output, encoder=encoder or DEFAULT_ENCODER, stride=stride, device=device,
                       progress=sys.stderr.isatty())
     typer.echo(f"featurize: {result['featurize'].line()}")
-    for i, report in enumerate(result["reports"].values()):
-        lines = format_table(report).splitlines()  # protocol line, then the head's own table
+    for i, (name, report) in enumerate(result["reports"].items()):
+        lines = format_table({**report, "head": name}).splitlines()  # protocol line, then the step's own table
         typer.echo("\n".join(lines if i == 0 else lines[1:]))
     typer.echo(f"everything is under {result['out']}: data/ (videos + manifest.csv), cache.zarr, runs/, scores/, reports/")
     if (encoder or DEFAULT_ENCODER).startswith("vadpipe-tiny"):

@@ -198,7 +198,7 @@ class Head:
         explanation = None
         class_probs = None
         for rows, unit in object_units(video, self.object_mode) if n else []:
-            s = self._score_video(unit)
+            s = self._score_object_unit(unit)
             score[rows] = s.score
             if s.explanation is not None:
                 explanation = np.empty(n, dtype=object) if explanation is None else explanation
@@ -207,6 +207,12 @@ class Head:
                 class_probs = np.zeros((n, s.class_probs.shape[1])) if class_probs is None else class_probs
                 class_probs[rows] = s.class_probs
         return Scores(obj.frame_index, score, video.num_frames, class_probs, self.class_names_, explanation)
+
+    def _score_object_unit(self, unit: Video) -> Scores:
+        """One unit of objects (:func:`object_units`) scored row by row: the head's own method by
+        default; a head whose frame scores pass a step along the frames (a vote, a smoothing)
+        leaves it out here and applies it to the frame scores in ``_score_objects``."""
+        return self._score_video(unit)
 
     def _score_objects(self, video: Video) -> Scores:
         """``unit=object``: each sampled frame scores its most anomalous object; a frame with

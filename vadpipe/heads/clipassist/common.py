@@ -99,21 +99,37 @@ class DescriptionHead(Head):
         if all(e.is_normal for e in data.entries):
             log.warning("clipassist: no anomalous training videos; training on normal videos only")
         index = {c: i + 1 for i, c in enumerate(self.class_names_)}
-        labels = torch.tensor([0 if e.is_normal else index[e.label] for e in data.entries])  # 0 = normal
-        videos = [subsample(v.emb, cfg.max_frames) for v in data.iter_videos()]
+        labels = [0 if e.is_normal else index[e.label] for e in data.entries]  # 0 = normal
+        videos, frames = [], []
+        for video in data.iter_videos():  # a video's frames, or (unit=object) all its object rows
+            emb, frame = subsample_frames(video, cfg.max_frames)
+            videos.append(emb)
+            frames.append(frame)
+        if self.unit == "object":
+            keep = [i for i, v in enumerate(videos) if len(v)]
+            if len(keep) < len(videos):
+                log.warning("clipassist: %d training video(s) have no object under %s; trained without them",
+                            len(videos) - len(keep), self.objects_key_)
+            if not keep:
+                raise VadpipeError(f"{self.name}: unit=object found no object in the training videos "
+                                   f"under {self.objects_key_!r}")
+            videos, frames, labels = [videos[i] for i in keep], [frames[i] for i in keep], [labels[i] for i in keep]
+        labels = torch.tensor(labels)
         encoder = text_encoder_for(cache, self.encoder)
         pset = load_prompt_set(cfg.descriptions or self.default_for(manifest))
         per_class = class_texts(self.class_names_, cfg.class_descriptions, pset, cfg.class_sets)
         with seeded(cfg.seed):
             generator = torch.Generator().manual_seed(cfg.seed)
-            self._fit_descriptions(encoder, pset, per_class, videos, labels, self._device(), generator)
+            self._fit_descriptions(encoder, pset, per_class, videos, frames, labels, self._device(), generator)
 
     def default_for(self, manifest) -> str:
         """The description file when none is given: ShanghaiTech's own for a ShanghaiTech
         manifest (Sec. 3.1.2: bicycles, vehicles and running are anomalies there), else the head's."""
         return "dong-shanghaitech" if (manifest.meta or {}).get("dataset") == "shanghaitech" else self.default_descriptions
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
+    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+        """Fit on ``videos`` (each ``(R D)`` rows) whose row r lies on frame ``frames[i][r]``
+        (0..F-1; the identity for whole frames, repeated values for a frame's objects)."""
         raise NotImplementedError  # pragma: no cover
 
     def _new_model(self, state: dict[str, np.ndarray]):
@@ -151,11 +167,17 @@ class DescriptionHead(Head):
         return {**meta, "config": {k: v for k, v in meta["config"].items() if k in own}}, state
 
 
-def subsample(emb: np.ndarray, max_frames: int) -> np.ndarray:
-    """At most ``max_frames`` uniformly spaced frames (kept in the cache's float16)."""
-    if len(emb) > max_frames:
-        emb = emb[np.linspace(0, len(emb) - 1, max_frames).round().astype(int)]
-    return np.ascontiguousarray(emb)
+def subsample_frames(video, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of at most ``max_frames`` uniformly spaced frames of ``video`` (kept in the cache's
+    float16) and each row's frame among those kept (0..F-1). A video of whole frames has one row
+    a frame; an object unit has a row per object, so a frame's objects stay together."""
+    frames, frame = np.unique(video.frame_index, return_inverse=True)
+    rows = np.arange(len(frame))
+    if len(frames) > max_frames:
+        kept = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
+        rows = np.flatnonzero(np.isin(frame, kept))
+        frame = np.searchsorted(kept, frame[rows])
+    return np.ascontiguousarray(video.emb[rows]), frame.astype(np.int64)
 
 
 def pad_batch(videos: list[np.ndarray], device: str) -> tuple[torch.Tensor, torch.Tensor]:

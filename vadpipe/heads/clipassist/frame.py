@@ -21,6 +21,18 @@ Choices where the paper is silent or ambiguous:
   whose score exceeds ``vote_threshold`` (its majority decision is that fraction > 0.5);
 * a description shared by two classes (RoadAccidents / CarAccident) is kept once per class.
 
+Object-centric mode (Sec. 3.3, 4.5, Table 7): ``--param unit=object`` scores each detected
+object's crop embedding (an objects group, ``vadpipe featurize --objects DETECTOR``; the
+paper's "at most 20" objects a frame is the detector's ``max_objects=20``) with the same
+similarity, and a frame scores its most anomalous object ("the frame will be classified as
+abnormal when one detected object is abnormal"); a frame with no object gets the lowest object
+score of the normal training videos. The vote, if any, runs on those frame scores. Training
+(the paper gives none for this mode; vadpipe's reading): every object of a normal video is
+normal; in an anomalous video the MIL top-k are frames, not rows -- k = F // 16 + 1 of its F
+frames with objects, each frame ranked by its most anomalous object, and that object is the
+frame's positive (an anomalous frame has at least one anomalous object, not all of them).
+Training videos in which nothing was detected are left out (with a warning).
+
 Works with any open_clip text tower, CoCa included. Saved: :class:`FrameModel`'s
 ``state_dict`` (description embeddings, A_k, b_k, the owner of each description).
 """
@@ -34,14 +46,14 @@ import torch
 from torch import nn
 
 from vadpipe.errors import VadpipeError
-from vadpipe.heads.base import Scores
+from vadpipe.heads.base import ObjectUnits, Scores
 from vadpipe.heads.clipassist.common import DescriptionConfig, DescriptionHead, fit_adam
 from vadpipe.heads.clipassist.net import DiagonalSimilarity, info_nce, majority_vote, topk_counts
 from vadpipe.texts import check_template
 
 
 @dataclass
-class ClipAssistFrameConfig(DescriptionConfig):
+class ClipAssistFrameConfig(ObjectUnits, DescriptionConfig):
     templates: list[str] = field(default_factory=lambda: ["{}"])
     m: float = 0.01  # the similarity's temperature (eq. 13)
     vote_window: int = 0  # 0 or 1: no vote; else an odd number of frames
@@ -72,8 +84,9 @@ class ClipAssistFrameHead(DescriptionHead):
     Config = ClipAssistFrameConfig
     mode = "frame"
     default_descriptions = "dong-situations"
+    object_mode = "rows"  # unit=object: each object's crop against the descriptions (Sec. 4.5)
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
+    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
         from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
@@ -96,23 +109,32 @@ class ClipAssistFrameHead(DescriptionHead):
         def batch_loss(idx):
             loss = 0.0
             for i in idx.tolist():
-                logits = sim(torch.from_numpy(videos[i]).to(device, torch.float32))  # (T N)
-                loss = loss + self._video_loss(logits, int(labels[i]), owner_t)
+                logits = sim(torch.from_numpy(videos[i]).to(device, torch.float32))  # (R N)
+                loss = loss + self._video_loss(logits, int(labels[i]), owner_t, frames[i])
             return loss / len(idx)
 
         self.final_loss_ = fit_adam(list(sim.parameters()), batch_loss, len(videos), cfg, generator)
         self.model_ = FrameModel(sim.cpu(), owner)
 
-    def _video_loss(self, logits: torch.Tensor, label: int, owner: torch.Tensor) -> torch.Tensor:
-        """Eq. 15 on one weakly labelled video: all its frames if normal, its top-k if anomalous."""
-        T = logits.shape[0]
+    def _video_loss(self, logits: torch.Tensor, label: int, owner: torch.Tensor, frame: np.ndarray) -> torch.Tensor:
+        """Eq. 15 on one weakly labelled video: all its rows if normal, its top-k frames' if anomalous
+        (``frame``: each row's frame; a frame of objects is ranked and represented by its best row)."""
+        R = logits.shape[0]
         if label == 0:
-            positive = (owner == -1)[None].expand(T, -1)  # (T N)
-            return info_nce(logits, positive, torch.full((T,), 1.0 / T, device=logits.device))
+            positive = (owner == -1)[None].expand(R, -1)  # (R N)
+            return info_nce(logits, positive, torch.full((R,), 1.0 / R, device=logits.device))
         with torch.no_grad():
-            score = logits.softmax(dim=-1)[:, owner >= 0].sum(dim=-1)  # (T)
-        k = int(topk_counts(torch.ones(1, T, dtype=torch.bool), self.config.topk)[0])
-        top = score.topk(k).indices  # (k)
+            score = logits.softmax(dim=-1)[:, owner >= 0].sum(dim=-1)  # (R)
+        F = int(frame.max()) + 1
+        k = int(topk_counts(torch.ones(1, F, dtype=torch.bool), self.config.topk)[0])
+        if self.unit == "frame":  # one row a frame
+            top = score.topk(k).indices  # (k)
+        else:
+            s = score.cpu().numpy()
+            order = np.lexsort((s, frame))  # by frame, then score: a frame's last row is its best
+            best = np.empty(F, dtype=np.int64)
+            best[frame[order]] = order
+            top = torch.from_numpy(best[np.argsort(-s[best], kind="stable")[:k]]).to(logits.device)  # (k)
         positive = ((owner == 0) | (owner == label))[None].expand(k, -1)  # (k N)
         return info_nce(logits[top], positive, torch.full((k,), 1.0 / k, device=logits.device))
 
@@ -124,14 +146,25 @@ class ClipAssistFrameHead(DescriptionHead):
     def desc_owner_(self) -> np.ndarray:
         return self.model_.owner.numpy()
 
-    def _score_video(self, video) -> Scores:
-        f = video.emb.astype(np.float32)  # (T D)
+    def _score_object_unit(self, unit) -> Scores:
+        """Each row alone, without the vote (which runs on the frame scores)."""
+        f = unit.emb.astype(np.float32)  # (R D)
         with torch.no_grad():
-            probs = self.model_.sim(torch.from_numpy(f)).softmax(dim=-1).numpy()  # (T N), one column per text
-        owner, cfg = self.desc_owner_, self.config
-        score = majority_vote(probs[:, owner >= 0].sum(axis=1), cfg.vote_window, cfg.vote_threshold)
+            probs = self.model_.sim(torch.from_numpy(f)).softmax(dim=-1).numpy()  # (R N), one column per text
+        owner = self.desc_owner_
         class_probs = np.stack([probs[:, owner == c].sum(axis=1) for c in range(1, len(self.class_names_) + 1)], 1)
-        return self._scores(video, score, class_probs, probs)
+        return self._scores(unit, probs[:, owner >= 0].sum(axis=1), class_probs, probs)
+
+    def _score_video(self, video) -> Scores:
+        s = self._score_object_unit(video)  # a frame is a row
+        s.score = majority_vote(s.score, self.config.vote_window, self.config.vote_threshold).astype(np.float32)
+        return s
+
+    def _score_objects(self, video) -> Scores:
+        """A frame's score is its most anomalous object's (Sec. 4.5), then the vote along the frames."""
+        rows = self._object_row_scores(video)
+        score = majority_vote(self._max_per_frame(video, rows.score), self.config.vote_window, self.config.vote_threshold)
+        return self._objects_result(video, rows, score)
 
     @classmethod
     def _upgrade_v02(cls, meta, state):

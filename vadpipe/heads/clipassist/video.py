@@ -141,7 +141,7 @@ class ClipAssistHead(DescriptionHead):
     mode = "video"
     default_descriptions = "dong-categories"
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, labels, device, generator) -> None:
+    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
         from vadpipe.heads.prompt_learner import PromptLearner
         from vadpipe.heads.prompts import class_prompt
         from vadpipe.heads.text import embed_prompts
