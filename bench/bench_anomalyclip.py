@@ -10,7 +10,9 @@ Reports seconds per epoch and per step, peak memory (RSS) of the training proces
 scoring time of the test videos. ``--scale`` shrinks the number of videos (not the clip or
 batch size, so one step costs the same); the report extrapolates to the full size:
 an epoch is ceil(810 / 32) = 26 steps at full size, the features held in memory grow with
-the number of videos, and scoring time grows with the number of test videos.
+the number of videos, and scoring time grows with the number of test videos. The cache is
+:mod:`synthetic_cache`'s ``ucf`` shape (built once per scale under ``--dir``, then reused);
+``bench_heads.py`` times every head on it.
 
     python bench/bench_anomalyclip.py [--scale 1.0] [--device cpu] [--threads N] [--dir DIR]
 """
@@ -21,58 +23,17 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
-from ucf_sized import CLASSES, UCF, write_videos
+from synthetic_cache import DIM, KEY, ensure_cache
+from ucf_sized import UCF
 from ucf_sized import counts as ucf_counts
 
-FRAMES = 440  # sampled frames per video
-KEY = "ViT-B-32:random"
-DIM = 512
+FRAMES = 440  # sampled frames per video (synthetic_cache.SHAPES["ucf"])
 
 
 def counts(scale: float) -> dict:
     return {**ucf_counts(scale), "frames": FRAMES}
-
-
-def build(root: Path, scale: float, seed: int = 0) -> None:
-    """Write the synthetic cache and its manifest (run in a child process, so the parent's
-    peak RSS measures training alone)."""
-    from vadpipe.cache import FeatureCache
-    from vadpipe.data_manifests import Interval, Manifest, VideoEntry
-    from vadpipe.encoders import load_clip
-
-    n = counts(scale)
-    rng = np.random.default_rng(seed)
-    enc = load_clip(KEY)
-    cache = FeatureCache(root / "cache.zarr", mode="a")
-    cache.ensure_encoder(KEY, {**enc.recipe(), "sampling": {"mode": "synthetic-bench", "stride": 16},
-                               "normalised": False})  # raw rows, as featurize stores them
-    normal_centre = rng.normal(size=DIM)
-    class_dirs = rng.normal(size=(len(CLASSES), DIM)) * 0.6
-    entries = []
-
-    def video(vid: str, split: str, label: str) -> None:
-        T = int(rng.integers(n["frames"] // 2, 3 * n["frames"] // 2 + 1))  # mean ~440
-        emb = normal_centre + rng.normal(size=(T, DIM)).astype(np.float32)
-        intervals = ()
-        if label != "normal":
-            length = int(rng.integers(T // 8, T // 2))
-            start = int(rng.integers(0, T - length))
-            emb[start : start + length] += class_dirs[CLASSES.index(label)] * np.sqrt(DIM) / 4
-            intervals = (Interval(start * 16, (start + length) * 16),)
-        emb *= 10 / np.linalg.norm(emb, axis=1, keepdims=True)  # about the norm of raw ViT-B features
-        cache.write_video(KEY, vid, np.arange(T) * 16, np.arange(T) * 16 / 30.0, emb.astype(np.float16),
-                          {"num_frames": T * 16, "fps": 30.0})
-        entries.append(VideoEntry(vid, f"{vid}.mp4", split, label, intervals if split == "test" else (),
-                                  num_frames=T * 16))
-
-    write_videos(n, video)
-    Manifest(entries).save(root / "manifest.csv")
 
 
 def peak_rss_mb() -> float:
@@ -85,18 +46,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--dir", default="/tmp/vadpipe-bench-anomalyclip")
-    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    root = Path(args.dir) / f"scale-{args.scale:g}"
-    if args.build:
-        build(root, args.scale)
-        return
-
-    if not (root / "manifest.csv").exists():
-        t0 = time.perf_counter()
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, __file__, "--build", "--scale", str(args.scale), "--dir", args.dir], check=True)
-        print(f"built the synthetic cache in {time.perf_counter() - t0:.0f} s: {root}")
+    root, _ = ensure_cache(args.dir, "ucf", args.scale)  # built once (in a child), then reused
 
     import torch
 

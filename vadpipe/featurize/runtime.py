@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from vadpipe.encoders.device import usable_cores  # noqa: F401  (featurize's name for it)
+
 
 @dataclass
 class FeaturizeSummary:
@@ -72,13 +74,6 @@ def run_progress(summary: FeaturizeSummary, total: int, enabled: bool):
         bar.close()
         summary.seconds = time.perf_counter() - start
 
-
-def usable_cores() -> int:
-    """The cores this process may run on (a Slurm allocation or ``taskset``), not the node's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 2
 
 
 def resolve_workers(workers: int | None, num_videos: int) -> int:

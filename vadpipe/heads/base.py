@@ -60,6 +60,7 @@ import numpy as np
 
 from vadpipe import __version__
 from vadpipe.cache import RECIPE_FIELDS, recipe_difference
+from vadpipe.encoders.device import capped_threads
 from vadpipe.errors import VadpipeError, one_line, output_dir, read_json
 from vadpipe.params import coerce
 from vadpipe.heads.data import (
@@ -133,7 +134,12 @@ class Head:
 
     # ------------------------------------------------------------ public API
     def fit(self, cache, manifest) -> "Head":
-        """Learn from the training videos of ``manifest`` in ``cache``; returns ``self``."""
+        """Learn from the training videos of ``manifest`` in ``cache``; returns ``self``
+        (torch's threads held to the cores the job may use: :func:`capped_threads`)."""
+        with capped_threads():
+            return self._fit_all(cache, manifest)
+
+    def _fit_all(self, cache, manifest) -> "Head":
         self.encoder = self._resolve_encoder(cache)
         self._check_geometry(cache)
         self.caption_key_ = None
@@ -171,7 +177,8 @@ class Head:
             cache.require_videos(key, video_ids)
         normalise = needs_normalising(cache, self.encoder, self.geometry, self.input_recipes_.get("emb"))
         score = self._score_objects if self.unit == "object" else self._score_video
-        return {vid: score(read_video(cache, sources, vid, normalise)) for vid in video_ids}
+        with capped_threads():
+            return {vid: score(read_video(cache, sources, vid, normalise)) for vid in video_ids}
 
     def sources(self) -> dict[str, str]:
         """The cache key of each input the head reads: ``{"emb": key[, "captions": key][, "objects": key]}``."""

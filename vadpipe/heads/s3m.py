@@ -49,14 +49,21 @@ VLAVAD's three (``vadpipe.featurize.captioner.VLAVAD_QUESTIONS``); its captionin
 not name the optimizer, width or training length: vadpipe uses AdamW (grad-norm clip 1,
 warm-up + cosine), the SSM step/decay parameters in their own group with ``ssm_lr`` = 1e-3 and
 no weight decay (as state-spaces/s4), width 128, state size 64, 20 epochs of batches of 64
-windows (each epoch a seeded permutation, so training is deterministic on CPU).
+windows (each epoch a seeded permutation, so training is deterministic on CPU), cut at
+``max_steps`` = 1000 optimiser steps. A step costs the same whatever the data, so without the
+cut a UCF-Crime-sized training set (800 normal videos x ~440 samples: 352k windows) takes 110k
+steps (2.6 h on 2 CPU cores at 0.086 s a step). The cut comes from a measured curve
+(``bench/s3m_schedule.py``: 200 normal videos x 440 samples of planted dynamics on 16 scenes,
+D = 512, 88k windows; held-out frame AUC of A_t after 125, 250, 500, 1000, 2000 steps of 64
+windows: 0.977, 0.986, 0.987, 0.989, 0.991; 0.063 s a step on 2 cores): the curve is flat
+from about 500 steps, and 1000 steps take about a minute. Small sets (Ped2: ~1.9k windows,
+600 steps for 20 epochs) never reach the cut; ``max_steps=null`` trains every epoch.
 
-Not available yet: VLAVAD works on object tracks (YOLOX + ByteTrack crops), runs SPA and
-S3M per tracked object and takes the maximum over the objects in each frame. The cache has
-no object tracks yet (ARCHITECTURE.md: "optional later"), so this head scores whole frames.
-The per-object path needs a per-track group (frame_index, track_id, crop embeddings and
-answers per track); scoring would then run the same two scores per track sequence and take
-the max over the tracks present in each frame before smoothing.
+Objects (``unit=object``, VLAVAD's own setting, sec. 3.2-3.3.3): SPA on each object row's
+answers (a captioner group built on the objects group: ``featurize --objects ... --captioner``),
+S3M over each track's sequence (its answers' embeddings, or its crop embeddings without
+captions), and per frame A = Gauss(max_i A_s(i) + lambda max_i A_t(i)) over the frame's
+objects (:meth:`S3MHead._score_objects`).
 """
 
 from __future__ import annotations
@@ -108,7 +115,8 @@ class S3MConfig(ObjectUnits):
     ssm_lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 64
-    epochs: int = 20  # passes over the training windows
+    epochs: int = 20  # passes over the training windows ...
+    max_steps: int | None = 1000  # ... but at most this many optimiser steps (None: no cap; docstring)
     temporal_weight: float = 0.1  # lambda
     static_weight: float = 1.0  # weight of A_s (0: the S3M-only ablation of Table 2)
     sigma: float = 12.0  # Gaussian smoothing of the fused score, in source frames (0: none)
@@ -126,6 +134,8 @@ class S3MConfig(ObjectUnits):
             raise VadpipeError(f"s3m: spa_similarity_floor must be in [0, 1), got {self.spa_similarity_floor}")
         if self.spa_unseen not in UNSEEN:
             raise VadpipeError(f"s3m: spa_unseen must be one of {', '.join(UNSEEN)}, got {self.spa_unseen!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise VadpipeError(f"s3m: max_steps must be >= 1 or null, got {self.max_steps}")
         if self.static_weight < 0:
             raise VadpipeError(f"s3m: static_weight must be >= 0, got {self.static_weight}")
 
@@ -149,12 +159,18 @@ class S3MNet(nn.Module):
         return (x - self.center) / self.scale
 
     def forward(self, past: torch.Tensor) -> torch.Tensor:
+        """``(B Lp D)`` past embeddings -> ``(B Lf D)`` predicted future (standardised)."""
         z = self.standardise(past)  # (B Lp D)
-        x = self.encoder(z).transpose(1, 2)  # (B H Lp)
-        for norm, layer in zip(self.norms, self.layers):
-            x = x + layer(norm(x.transpose(1, 2)).transpose(1, 2))  # (B H Lp)
-        delta = self.decoder(x[..., -1]).view(len(past), self.future, -1)  # (B Lf D)
-        return z[:, -1:] + delta  # (B Lf D)
+        return self.predict(self.encoder(z), z[:, -1])
+
+    def predict(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """From encoded windows ``x (B Lp H)`` and their last standardised input ``(B D)``."""
+        *inner, top = zip(self.norms, self.layers)
+        for norm, layer in inner:
+            x = x + layer(norm(x))  # (B Lp H)
+        norm, layer = top
+        h = x[:, -1] + layer(norm(x), last=True)  # (B H): the decoder reads the last state only
+        return last[:, None] + self.decoder(h).view(len(x), self.future, -1)  # (B Lf D)
 
 
 def windows(length: int, past: int, future: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,10 +187,20 @@ def windows(length: int, past: int, future: int) -> tuple[np.ndarray, np.ndarray
 
 
 def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: str) -> list[float]:
-    """Fit ``net`` (standardisation + weights) to predict the normal ``sequences``; returns the losses."""
-    data = np.concatenate(sequences).astype(np.float32)  # (N D)
-    net.center.copy_(torch.from_numpy(data.mean(axis=0)))
-    net.scale.fill_(float(np.sqrt(((data - data.mean(axis=0)) ** 2).sum(axis=1).mean() / data.shape[1])) or 1.0)
+    """Fit ``net`` (standardisation + weights) to predict the normal ``sequences``; returns the losses.
+
+    The sequences are held once, in float16 (half the memory of the float32 rows; each batch's
+    windows are gathered and cast on the device); the mean and scale are summed in float64.
+    ``cfg.epochs`` shuffled passes over the windows, cut at ``cfg.max_steps`` steps."""
+    dim = sequences[0].shape[1]
+    total, count = np.zeros(dim), 0
+    for seq in sequences:
+        total += seq.sum(axis=0, dtype=np.float64)
+        count += len(seq)
+    center = total / max(count, 1)
+    sq = sum(float(((seq.astype(np.float64) - center) ** 2).sum()) for seq in sequences)
+    net.center.copy_(torch.from_numpy(center.astype(np.float32)))
+    net.scale.fill_(float(np.sqrt(sq / max(count, 1) / dim)) or 1.0)
     parts, offset = [], 0
     for seq in sequences:
         p, t, m = windows(len(seq), cfg.past, cfg.future)
@@ -183,13 +209,16 @@ def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: 
     past_idx, target_idx, mask = (torch.from_numpy(np.concatenate(x)).to(device) for x in zip(*parts))
     if not len(past_idx):
         raise VadpipeError("s3m: the normal training videos have no sample to predict (each needs 2+ samples)")
-    X = torch.from_numpy(data).to(device)  # (N D)
+    X = torch.from_numpy(np.concatenate([np.asarray(seq, dtype=np.float16) for seq in sequences])).to(device)  # (N D)
     net.to(device).train()
     opt = torch.optim.AdamW(param_groups(net, cfg.lr, cfg.ssm_lr, cfg.weight_decay))
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.cat([torch.randperm(len(past_idx), generator=gen) for _ in range(cfg.epochs)])
-    batches = order.split(cfg.batch_size)
+    per_epoch = -(-len(past_idx) // cfg.batch_size)
+    total_steps = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.epochs * per_epoch, cfg.max_steps)
+    epochs = -(-total_steps // per_epoch)
+    order = torch.cat([torch.randperm(len(past_idx), generator=gen) for _ in range(epochs)])
+    batches = order.split(cfg.batch_size)[:total_steps]
     warmup = max(1, len(batches) // 20)
     losses = []
     for step, rows in enumerate(batches):
@@ -197,8 +226,8 @@ def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: 
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * factor
         rows = rows.to(device)  # (B)
-        pred = net(X[past_idx[rows]])  # (B Lf D)
-        err = ((pred - net.standardise(X[target_idx[rows]])) ** 2).mean(-1)  # (B Lf)
+        pred = net(X[past_idx[rows]].float())  # (B Lf D)
+        err = ((pred - net.standardise(X[target_idx[rows]].float())) ** 2).mean(-1)  # (B Lf)
         m = mask[rows].float()  # (B Lf)
         loss = (err * m).sum() / m.sum()
         opt.zero_grad(set_to_none=True)
@@ -217,12 +246,14 @@ def prediction_error(net: S3MNet, seq: np.ndarray, past: int, chunk: int = 1024)
     if T < 2:
         return np.zeros(T, dtype=np.float32)
     device = net.center.device
-    X = torch.from_numpy(np.asarray(seq, dtype=np.float32)).to(device)  # (T D)
+    Z = net.standardise(torch.from_numpy(np.asarray(seq, dtype=np.float32)).to(device))  # (T D)
+    E = net.encoder(Z)  # (T H): each sample encoded once, not once per window that reads it
     past_idx, target_idx, mask = windows(T, past, net.future)
     err = []
     for i in range(0, len(past_idx), chunk):
-        pred = net(X[torch.from_numpy(past_idx[i : i + chunk]).to(device)])  # (w Lf D)
-        target = net.standardise(X[torch.from_numpy(target_idx[i : i + chunk]).to(device)])  # (w Lf D)
+        p = torch.from_numpy(past_idx[i : i + chunk]).to(device)  # (w Lp)
+        pred = net.predict(E[p], Z[p[:, -1]])  # (w Lf D)
+        target = Z[torch.from_numpy(target_idx[i : i + chunk]).to(device)]  # (w Lf D)
         err.append(((pred - target) ** 2).mean(-1).cpu().numpy())  # (w Lf)
     err = np.concatenate(err)  # (W Lf)
     sums = np.bincount(target_idx[mask], weights=err[mask], minlength=T)
@@ -266,11 +297,17 @@ class S3MHead(Head):
         self.input_ = "captions" if self.caption_key_ and cfg.input != "image" else "image"
         if self.caption_key_ is None and cfg.temporal_weight == 0:
             raise VadpipeError("s3m: no captions and temporal_weight=0 leave nothing to score")
-        videos = self.training_set(cache, manifest, normal=True).videos
-        tables = self._fit_spa(cache, [v.captions for v in videos]) if self.caption_key_ else []
+        captions, images = [], []  # read once, one video at a time; image rows kept in float16
+        for video in self.training_set(cache, manifest, normal=True).iter_videos():
+            if self.caption_key_:
+                captions.append(video.captions)
+            if self.input_ == "image" and cfg.temporal_weight > 0:
+                images.append(np.asarray(video.emb, dtype=np.float16))
+        tables = self._fit_spa(cache, captions) if self.caption_key_ else []
         net = None
         if cfg.temporal_weight > 0:
-            sequences = [self._sequence(v) for v in videos]
+            sequences = images if self.input_ == "image" else [self._caption_sequence(c) for c in captions]
+            del captions
             self.dim_ = int(sequences[0].shape[1])
             with seeded(cfg.seed):
                 net = self._new_net()
@@ -312,8 +349,12 @@ class S3MHead(Head):
     def _sequence(self, video) -> np.ndarray:
         """What S3M reads: the selected questions' answer embeddings, or the image embeddings."""
         if self.input_ == "captions":
-            return l2_normalize(video.captions.text_emb[:, self.spa_questions_].mean(axis=1).astype(np.float32))  # (T D)
+            return self._caption_sequence(video.captions)
         return video.emb.astype(np.float32)  # (T D)
+
+    def _caption_sequence(self, captions) -> np.ndarray:
+        """The mean of the selected questions' answer embeddings, renormalised ``(T D)``."""
+        return l2_normalize(captions.text_emb[:, self.spa_questions_].mean(axis=1).astype(np.float32))
 
     # ------------------------------------------------------------ score
     def _score_video(self, video) -> Scores:

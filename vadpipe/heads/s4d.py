@@ -3,9 +3,17 @@
 Each of the H channels is a linear time-invariant system with N/2 complex diagonal states,
 discretised by zero-order hold with a learned step: A = -exp(log_A_real) + i A_imag (S4D-Lin
 init), dt = exp(log_dt) drawn log-uniformly in [dt_min, dt_max]. Its impulse response
-K[h, l] = 2 Re sum_n C[h, n] (exp(dt A) - 1) / A * exp(dt A l) is applied as a convolution
-through the FFT, zero-padded to 2L so it stays causal (output l sees inputs 0..l only).
-Then the skip term D, GELU, and a 1x1 convolution to 2H channels with a GLU back to H.
+K[h, l] = 2 Re sum_n C[h, n] (exp(dt A) - 1) / A * exp(dt A l) is applied as a causal
+convolution (output l sees inputs 0..l only). Then the skip term D, GELU, and a 1x1
+convolution to 2H channels with a GLU back to H.
+
+Speed (vadpipe 0.5): S3M's sequences are short (L_p = 10 or 20), so the convolution is a
+product with the (L, L) lower-triangular Toeplitz matrix of K rather than an FFT of length 2L
+(state-spaces/s4's choice for long sequences), the layer works on ``(B, L, H)`` rows so the
+1x1 convolution is one matrix product (its weight is stored as the ``Conv1d`` it was, so runs
+of earlier versions load), and ``last=True`` computes the output at the last position only
+(what a stack's top layer needs when only its last state is read). The same function, in
+another order of float32 operations: results differ from the FFT's by rounding (~1e-6).
 
 The SSM parameters (step and decay) belong in their own optimizer group without weight
 decay and with their own (smaller) learning rate: :func:`param_groups`.
@@ -47,7 +55,8 @@ class S4DKernel(nn.Module):
 
 
 class S4D(nn.Module):
-    """``(B, H, L) -> (B, H, L)``: causal SSM convolution + D skip, GELU, 1x1 conv + GLU."""
+    """``(B, L, H) -> (B, L, H)`` (or ``(B, H)`` at the last position with ``last=True``): causal
+    SSM convolution + D skip, GELU, 1x1 conv + GLU."""
 
     def __init__(self, d_model: int, d_state: int = 64, dropout: float = 0.0, **kernel_args):
         super().__init__()
@@ -57,15 +66,19 @@ class S4D(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output_linear = nn.Sequential(nn.Conv1d(d_model, 2 * d_model, kernel_size=1), nn.GLU(dim=-2))
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        L = u.size(-1)
+    def forward(self, u: torch.Tensor, last: bool = False) -> torch.Tensor:
+        L = u.size(1)
         k = self.kernel(L)  # (H L)
-        k_f = torch.fft.rfft(k, n=2 * L)  # (H L+1)
-        u_f = torch.fft.rfft(u, n=2 * L)  # (B H L+1)
-        y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H L): the first L of 2L = causal
-        y = y + u * self.D.unsqueeze(-1)  # (B H L)
+        if last:  # y[L-1] = sum_l k[L-1-l] u[l]
+            y = torch.einsum("blh,hl->bh", u, k.flip(-1)) + u[:, -1] * self.D  # (B H)
+        else:
+            lag = torch.arange(L, device=u.device)
+            lag = lag[:, None] - lag[None, :]  # (L L): output m, input l -> m - l
+            toeplitz = torch.where(lag >= 0, k[:, lag.clamp(min=0)], 0.0)  # (H L L), causal
+            y = torch.einsum("hml,blh->bmh", toeplitz, u) + u * self.D  # (B L H)
         y = self.dropout(self.activation(y))
-        return self.output_linear(y)  # (B H L)
+        conv = self.output_linear[0]
+        return nn.functional.glu(nn.functional.linear(y, conv.weight.squeeze(-1), conv.bias), dim=-1)
 
 
 def param_groups(model: nn.Module, lr: float, ssm_lr: float, weight_decay: float) -> list[dict]:
