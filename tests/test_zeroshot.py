@@ -244,3 +244,24 @@ def test_coca_text_path(tmp_path):
         latent, _ = coca.model.text(tokens)  # (pooled CLS latent, token embeddings)
     latent = torch.nn.functional.normalize(latent, dim=-1).mean(0)
     np.testing.assert_allclose(head.prompt_emb_[0], (latent / latent.norm()).numpy(), atol=1e-5)
+
+
+def test_text_is_encoded_up_to_the_last_end_of_text_token():
+    """A causal tower that pools the end-of-text token gives the same features through the
+    positions up to a batch's last end-of-text token as through all 77 (float rounding); a
+    tower that pools otherwise (CoCa's appended CLS token) runs all its positions."""
+    import torch
+
+    from vadpipe.encoders import load_clip
+    from vadpipe.encoders.text_tower import encode_tokens
+
+    texts = ["riding a bike", "a person walking on the grass", "fighting"]
+    enc = load_clip("vadpipe-tiny:random")
+    tokens = enc.tokenizer(texts)
+    with torch.inference_mode():
+        full, cut = enc.model.encode_text(tokens), encode_tokens(enc.model, tokens)
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1] // 4  # the cut is real
+    torch.testing.assert_close(cut, full, rtol=0, atol=1e-5)
+    coca = load_clip("vadpipe-tiny-coca:random")
+    assert encode_tokens(coca.model, coca.tokenizer(texts)) is None
+    assert coca.encode_text(texts).shape == (3, coca.dim)

@@ -82,15 +82,21 @@ class ClipEncoder:
 
     def encode_text(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Strings -> L2-normalised ``float32[N, D]`` (the model's own tokenizer), in batches
-        so thousands of captions never go through the text tower at once."""
+        so thousands of captions never go through the text tower at once; a causal tower runs
+        only up to each batch's last end-of-text token (:mod:`vadpipe.encoders.text_tower`)."""
         import torch
+
+        from vadpipe.encoders.text_tower import encode_tokens
 
         texts = list(texts)
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 tokens = self.tokenizer(texts[i : i + batch_size]).to(self.device)
-                feats = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+                feats = encode_tokens(self.model, tokens)  # cut after the end-of-text token
+                if feats is None:  # a tower that pools otherwise: all its positions
+                    feats = self.model.encode_text(tokens)
+                feats = torch.nn.functional.normalize(feats.float(), dim=-1)
                 out.append(feats.cpu().numpy().astype(np.float32))
         return np.concatenate(out)
 

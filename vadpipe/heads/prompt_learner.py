@@ -24,59 +24,11 @@ import copy
 import torch
 from torch import nn
 
+from vadpipe.encoders.text_tower import pooled_positions as _pooled_positions
+from vadpipe.encoders.text_tower import text_tower as _text_tower
 from vadpipe.errors import VadpipeError
 
 CTX_PLACEHOLDER = "X"
-
-
-def _text_tower(clip_model) -> dict:
-    """The parts of an open_clip text tower: a ``CLIP``'s, or the ``TextTransformer`` of a
-    ``CustomTextCLIP`` or ``CoCa`` (whose CLS / padding mask open_clip builds from token ids)."""
-    tower = getattr(clip_model, "text", None)
-    if tower is not None and hasattr(tower, "token_embedding"):
-        pool_type, eos_id = tower.pool_type, getattr(tower, "eos_id", None)
-        cls_emb = getattr(tower, "cls_emb", None)
-        extra_mask = None
-        if cls_emb is not None or getattr(tower, "use_pad_mask", False):
-            extra_mask = getattr(tower, "_build_additive_mask", None)
-            if extra_mask is None:
-                raise VadpipeError(
-                    "CoOp prompt learning on a CoCa-style text tower needs open_clip's "
-                    "TextTransformer._build_additive_mask, which this open_clip version lacks"
-                )
-    elif hasattr(clip_model, "token_embedding"):
-        tower = clip_model
-        pool_type, eos_id = clip_model.text_pool_type, getattr(clip_model, "text_eos_id", None)
-        cls_emb = extra_mask = None
-    else:
-        raise VadpipeError(
-            f"CoOp prompt learning needs an open_clip text transformer; {type(clip_model).__name__} "
-            "has none (a Hugging Face text tower?)"
-        )
-    return {
-        "token_embedding": tower.token_embedding,
-        "positional_embedding": tower.positional_embedding,
-        "transformer": tower.transformer,
-        "ln_final": tower.ln_final,
-        "text_projection": tower.text_projection,
-        "attn_mask": getattr(tower, "attn_mask", None),
-        "pool_type": pool_type,
-        "eos_id": eos_id,
-        "cls_emb": cls_emb,  # CoCa: a learned token appended after the text, pooled last
-        "additive_mask": extra_mask,  # padding / CLS mask builder (token ids -> mask)
-    }
-
-
-def _pooled_positions(tokens, parts: dict):
-    """Where a causal tower that pools one token reads each prompt (``None``: the tower pools
-    otherwise -- CoCa's appended CLS token, no causal mask -- and trimming would change it)."""
-    if parts["cls_emb"] is not None or parts["attn_mask"] is None:
-        return None
-    if parts["pool_type"] == "argmax":
-        return tokens.argmax(dim=-1)
-    if parts["pool_type"] == "eos" and parts["eos_id"] is not None:
-        return (tokens == parts["eos_id"]).int().argmax(dim=-1)
-    return None
 
 
 class PromptLearner(nn.Module):
