@@ -189,8 +189,8 @@ def windows(length: int, past: int, future: int) -> tuple[np.ndarray, np.ndarray
 def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: str) -> list[float]:
     """Fit ``net`` (standardisation + weights) to predict the normal ``sequences``; returns the losses.
 
-    The sequences are held once, in float16 (half the memory of the float32 rows; each batch's
-    windows are gathered and cast on the device); the mean and scale are summed in float64.
+    The rows are held in float16 (half the memory of float32; each batch's windows are gathered
+    and cast on the device); the mean and scale are summed in float64.
     ``cfg.epochs`` shuffled passes over the windows, cut at ``cfg.max_steps`` steps."""
     dim = sequences[0].shape[1]
     total, count = np.zeros(dim), 0
