@@ -75,7 +75,6 @@ def run_progress(summary: FeaturizeSummary, total: int, enabled: bool):
         summary.seconds = time.perf_counter() - start
 
 
-
 def resolve_workers(workers: int | None, num_videos: int) -> int:
     """``None``: one decode process per spare core (at most 8), none for a single video."""
     if workers is None:
