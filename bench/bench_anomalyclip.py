@@ -9,8 +9,9 @@ The head runs with the paper's defaults (S=32, F=16, B=64, embedding 256, 1 laye
 Reports seconds per epoch and per step, peak memory (RSS) of the training process, and the
 scoring time of the test videos. ``--scale`` shrinks the number of videos (not the clip or
 batch size, so one step costs the same); the report extrapolates to the full size:
-an epoch is 810 // 32 = 25 steps at full size (the authors' loaders drop the last partial batch), the features held in memory grow with
-the number of videos, and scoring time grows with the number of test videos. The cache is
+an epoch is 810 // 32 = 25 steps at full size (the authors' loaders drop the last partial
+batch), the features held in memory grow with the number of videos, and scoring time grows
+with the number of test videos. The cache is
 :mod:`synthetic_cache`'s ``ucf`` shape (built once per scale under ``--dir``, then reused);
 ``bench_heads.py`` times every head on it.
 
