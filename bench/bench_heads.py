@@ -57,8 +57,9 @@ reads -- normal videos only for one-class heads --, per head):
 * peak RSS = measured + k * (full-size - measured feature bytes); feature bytes = the float16
   embeddings of the training and test videos. k = what the head holds at its peak per feature
   byte, read from its code (``Variant.held``: copies of the normal / all training features):
-  prototype, zeroshot 0 (a streamed mean; scoring holds one video); kmeans 5.6 x the normal
-  frames (float32 pooled rows, their 400 responses and the normalised copy k-means makes);
+  prototype, zeroshot 0 (a streamed mean; scoring holds one video); kmeans 1.6 x the normal
+  frames (the float32 400 responses, built video by video and normalised in place; 0.4 held
+  5.6 x), kmeans-learned 3.6 x (+ the float32 pooled rows the prompt learning reads);
   s3m 2.2 x (the float16 sequences, their float16 concatenation, window indices);
   clipassist 1 x its subsampled training videos (<= 256 frames each); anomalyclip 1 x every
   training video. ``--slope`` measures k instead, from a second child on half the
@@ -118,9 +119,9 @@ MAX_FRAMES = 256  # clipassist's max_frames: training videos are subsampled to i
 VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("prototype", "prototype", reads="normal", target_fit_s=120),
     Variant("zeroshot", "zeroshot", reads="none", target_fit_s=120),
-    Variant("kmeans", "kmeans", reads="normal", target_fit_s=120, note="fixed prompts (default)", held=(5.6, 0)),
+    Variant("kmeans", "kmeans", reads="normal", target_fit_s=120, note="fixed prompts (default)", held=(1.6, 0)),
     Variant("kmeans-learned", "kmeans", {"learn_prompts": True}, reads="normal", loop="kmeans",
-            target_fit_s=900, note="learn_prompts=True", held=(5.6, 0)),
+            target_fit_s=900, note="learn_prompts=True", held=(3.6, 0)),
     Variant("s3m", "s3m", reads="normal", loop="s3m", target_fit_s=120,
             note="no captions: input=auto reads image embeddings (A_s = 0)", held=(2.2, 0)),
     Variant("clipassist", "clipassist", loop="clipassist", target_fit_s=900, held=(0, -1)),

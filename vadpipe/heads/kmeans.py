@@ -114,19 +114,37 @@ def pool_window(emb: np.ndarray, window: int) -> np.ndarray:
     return l2_normalize((csum[hi] - csum[lo]) / (hi - lo)[:, None])
 
 
+def stack_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)`` that lets go of each part once copied (``parts`` is emptied), so
+    the rows are held about once, not twice, while they are stacked."""
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), parts[0].dtype) if parts else np.zeros((0, 0))
+    offset = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        out[offset : offset + len(part)] = part
+        offset += len(part)
+    return out
+
+
 def spherical_kmeans(
-    x: np.ndarray, k: int, n_init: int = 5, max_iter: int = 100, seed: int = 0, tol: float = 0.0
+    x: np.ndarray, k: int, n_init: int = 5, max_iter: int = 100, seed: int = 0, tol: float = 0.0,
+    copy: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine k-means of the rows of ``x`` (normalised here): ``(centres (k D), labels (n))``.
 
     k-means++ seeding with weights ``1 - max cos``; Lloyd steps (assign to the most similar
     centre, centre = normalised sum of its members) until the labels stop changing or the total
     cosine rises by less than ``tol`` of itself; the best of ``n_init`` seeded restarts by total
-    cosine similarity.
+    cosine similarity. ``copy=False`` normalises a float32 ``x`` in place (the caller's rows).
     """
     from scipy.sparse import csr_matrix
 
-    x = l2_normalize(np.asarray(x, np.float32))  # (n D)
+    x = np.asarray(x, np.float32)
+    if copy or not x.flags.writeable:
+        x = l2_normalize(x)  # (n D)
+    else:
+        x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)  # as l2_normalize, without a copy
     n = len(x)
     if n < k:
         raise VadpipeError(f"kmeans: {n} normal training samples are fewer than num_centers={k}")
@@ -188,31 +206,42 @@ class KMeansHead(Head):
         from vadpipe.heads.text import embed_prompts, text_encoder_for
 
         cfg = self.config
-        videos = self.training_set(cache, manifest, normal=True).iter_videos()
-        feats = np.concatenate([pool_window(v.emb, cfg.window) for v in videos])  # (n D)
-        if len(feats) < cfg.num_centers:
-            raise VadpipeError(
-                f"kmeans: {len(feats)} normal training samples are fewer than num_centers={cfg.num_centers}"
-            )
         self.prompts_ = load_prompt_list(cfg.prompts)
         encoder = text_encoder_for(cache, self.encoder)
         plain = embed_prompts(encoder, self.prompts_, tuple(cfg.templates))  # (N D)
         self.ctx_, self.prompt_losses_ = None, []  # the context is for inspection: scoring uses prompt_emb_
+        videos = self.training_set(cache, manifest, normal=True).iter_videos()
         if cfg.learn_prompts and cfg.prompt_steps > 0:
+            feats = stack_rows([pool_window(v.emb, cfg.window) for v in videos])  # (n D)
+            self._check_samples(len(feats))
             pseudo = (feats @ plain.T).argmax(axis=1)  # eq. 4: best plain prompt of each normal sample
             self.prompt_emb_, self.ctx_, self.prompt_losses_ = learn_prompt_context(
                 encoder, self.prompts_, feats, pseudo, cfg, self._device()
             )
-        else:
+            responses = self.response_vectors(feats)
+            del feats
+        else:  # the responses of each video as it is read: the pooled rows are never all held
             self.prompt_emb_ = plain
+            responses = stack_rows([self.response_vectors(pool_window(v.emb, cfg.window)) for v in videos])
+            self._check_samples(len(responses))
         self.centers_, _ = spherical_kmeans(
-            self.response_vectors(feats), cfg.num_centers, cfg.n_init, cfg.max_iter, cfg.seed, cfg.tol
+            responses, cfg.num_centers, cfg.n_init, cfg.max_iter, cfg.seed, cfg.tol, copy=False
         )  # (M N)
 
-    def response_vectors(self, emb: np.ndarray) -> np.ndarray:
+    def _check_samples(self, n: int) -> None:
+        if n < self.config.num_centers:
+            raise VadpipeError(f"kmeans: {n} normal training samples are fewer than num_centers={self.config.num_centers}")
+
+    def response_vectors(self, emb: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Eq. 8, as a transform (scikit-learn's ``transform``): the cosine of each (normalised)
-        embedding ``(T D)`` to each prompt direction, ``(T N)``. Scoring is ``score_videos``."""
-        return l2_normalize(np.asarray(emb, np.float32)) @ self.prompt_emb_.T
+        embedding ``(T D)`` to each prompt direction, ``(T N)``, ``chunk`` rows at a time (no
+        normalised copy of all the rows). Scoring is ``score_videos``."""
+        if len(emb) <= chunk:
+            return l2_normalize(np.asarray(emb, np.float32)) @ self.prompt_emb_.T
+        out = np.empty((len(emb), len(self.prompt_emb_)), np.float32)
+        for i in range(0, len(emb), chunk):
+            out[i : i + chunk] = l2_normalize(np.asarray(emb[i : i + chunk], np.float32)) @ self.prompt_emb_.T
+        return out
 
     def _score_video(self, video) -> Scores:
         responses = self.response_vectors(pool_window(video.emb, self.config.window))  # (T N)
