@@ -229,8 +229,10 @@ class KMeansHead(Head):
         )  # (M N)
 
     def _check_samples(self, n: int) -> None:
-        if n < self.config.num_centers:
-            raise VadpipeError(f"kmeans: {n} normal training samples are fewer than num_centers={self.config.num_centers}")
+        """k-means needs at least ``num_centers`` normal training samples."""
+        k = self.config.num_centers
+        if n < k:
+            raise VadpipeError(f"kmeans: {n} normal training samples are fewer than num_centers={k}")
 
     def response_vectors(self, emb: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Eq. 8, as a transform (scikit-learn's ``transform``): the cosine of each (normalised)
