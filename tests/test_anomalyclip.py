@@ -403,6 +403,29 @@ def test_prompt_learner_is_the_text_tower_with_learned_context(tiny_encoder):
         torch.testing.assert_close(learner(), full(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shared_context", [False, True])
+def test_packed_prompts_match_the_padded_batch(tiny_encoder, shared_context):
+    """Each prompt through its own positions (a shared context once, no padding, the last block
+    at the pooled row only) gives the padded batch's features and gradients to float rounding."""
+    from vadpipe.heads.prompt_learner import PromptLearner
+
+    texts = ["fighting", "a car crashing into a wall", "riding a bike on the footpath", "stealing"]
+    learner = PromptLearner(tiny_encoder.model, tiny_encoder.tokenizer, texts, n_ctx=4,
+                            shared_context=shared_context, train_projection=True)
+    assert learner.packed
+    weights = torch.randn(len(texts), tiny_encoder.dim, generator=torch.Generator().manual_seed(0))
+    results = []
+    for packed in (True, False):
+        learner.packed = packed
+        learner.zero_grad()
+        out = learner()
+        (out * weights).sum().backward()
+        results.append((out.detach(), learner.ctx.grad.clone(), learner.text_projection.grad.clone()))
+    for mine, padded in zip(*results):  # features, context and projection gradients
+        assert (mine - padded).abs().max() <= 1e-5 * padded.abs().max()
+    assert not PromptLearner(tiny_encoder.model, tiny_encoder.tokenizer, texts, n_ctx=4, trim=False).packed
+
+
 def test_prompt_learner_follows_a_coca_text_tower():
     """CoCa appends a CLS token after the text and pools it: the learner does the same."""
     from pathlib import Path

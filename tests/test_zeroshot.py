@@ -265,3 +265,21 @@ def test_text_is_encoded_up_to_the_last_end_of_text_token():
     coca = load_clip("vadpipe-tiny-coca:random")
     assert encode_tokens(coca.model, coca.tokenizer(texts)) is None
     assert coca.encode_text(texts).shape == (3, coca.dim)
+
+
+def test_a_text_only_encoder_is_the_same_text_tower_without_its_image_tower():
+    """Heads load the cache's encoder for text only: open_clip builds it whole (the same seeded
+    weights), then the image tower is let go; its text features are the full model's."""
+    import numpy as np
+
+    from vadpipe.encoders import load_clip
+    from vadpipe.errors import VadpipeError
+
+    texts = ["riding a bike", "a person walking on the grass"]
+    for key in ("vadpipe-tiny:random", "vadpipe-tiny-coca:random"):
+        full, text = load_clip(key), load_clip(key, image=False)
+        assert text is not full and text.model.visual is None and full.model.visual is not None
+        np.testing.assert_array_equal(text.encode_text(texts), full.encode_text(texts))
+        assert (text.dim, text.preprocessing) == (full.dim, full.preprocessing)
+        with pytest.raises(VadpipeError, match="text tower only"):
+            text.encode_images(np.zeros((1, 3, full.preprocessing.size, full.preprocessing.size), np.uint8))

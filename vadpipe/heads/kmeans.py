@@ -57,6 +57,7 @@ from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.prompts import load_prompt_list
 from vadpipe.heads.training import l2_normalize, seeded
+from vadpipe.vectors import stack_rows
 
 DEFAULT_PROMPTS = "kinetics400"
 DEFAULT_TEMPLATES = ("a video of {}.",)
@@ -112,19 +113,6 @@ def pool_window(emb: np.ndarray, window: int) -> np.ndarray:
     t = np.arange(T)
     lo, hi = np.maximum(t - (window - 1) // 2, 0), np.minimum(t + window // 2 + 1, T)
     return l2_normalize((csum[hi] - csum[lo]) / (hi - lo)[:, None])
-
-
-def stack_rows(parts: list[np.ndarray]) -> np.ndarray:
-    """``np.concatenate(parts)`` that lets go of each part once copied (``parts`` is emptied), so
-    the rows are held about once, not twice, while they are stacked."""
-    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), parts[0].dtype) if parts else np.zeros((0, 0))
-    offset = 0
-    parts.reverse()
-    while parts:
-        part = parts.pop()
-        out[offset : offset + len(part)] = part
-        offset += len(part)
-    return out
 
 
 def spherical_kmeans(

@@ -24,6 +24,7 @@ import copy
 import torch
 from torch import nn
 
+from vadpipe.encoders.text_tower import packable, packed_forward
 from vadpipe.encoders.text_tower import pooled_positions as _pooled_positions
 from vadpipe.encoders.text_tower import text_tower as _text_tower
 from vadpipe.errors import VadpipeError
@@ -106,6 +107,18 @@ class PromptLearner(nn.Module):
         )
         self.transformer.eval()
         self.ln_final.eval()
+        # packed: each prompt through its own positions only, a shared context once (text_tower.packed_forward)
+        self.packed = bool(trim and end is not None and cls_emb is None and parts["additive_mask"] is None
+                           and packable(self.transformer))
+        if self.packed:
+            if shared_context:  # rows after the shared SOS + context, up to each end-of-text token
+                lengths, rows = end - n_ctx, self.token_suffix + pos[1 + n_ctx : tokens.shape[1]]  # (C) (C S W)
+                valid = torch.arange(rows.shape[1]) < lengths[:, None]  # (C S)
+                self.register_buffer("suffix_rows", rows[valid], persistent=False)  # (T W), the prompts' own
+            else:  # whole prompts, without their padding
+                lengths, valid = end + 1, torch.arange(tokens.shape[1]) < (end + 1)[:, None]  # (C) (C L)
+            self.register_buffer("lengths", lengths, persistent=False)
+            self.register_buffer("valid", valid, persistent=False)
 
     def train(self, mode: bool = True) -> "PromptLearner":
         super().train(mode)
@@ -116,6 +129,8 @@ class PromptLearner(nn.Module):
     def forward(self) -> torch.Tensor:
         from open_clip.transformer import text_global_pool
 
+        if self.packed:
+            return self._forward_packed()
         ctx = self.ctx
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)  # (C n W)
@@ -129,6 +144,19 @@ class PromptLearner(nn.Module):
         else:
             x = self.ln_final(x)  # (C L W)
             x = text_global_pool(x, self.tokens, self.pool_type, eos_token_id=self.eos_id)  # (C W)
+        return self._project(x)
+
+    def _forward_packed(self) -> torch.Tensor:
+        pos = self.positional_embedding
+        if self.shared_context:  # SOS + the one context run once, then each prompt's own tokens
+            shared, packed = torch.cat([self.token_prefix[0], self.ctx]) + pos[: 1 + self.n_ctx], self.suffix_rows
+        else:
+            x = torch.cat([self.token_prefix, self.ctx, self.token_suffix], dim=1) + pos[: self.tokens.shape[1]]
+            shared, packed = x[0, :0], x[self.valid]  # (0 W), (T W)
+        x = packed_forward(self.transformer, shared, packed, self.lengths)  # (C W): the end-of-text rows
+        return self._project(self.ln_final(x))
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         x = x @ self.text_projection  # (C E)
         if self.text_projection_bias is not None:
             x = x + self.text_projection_bias

@@ -80,6 +80,7 @@ from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.data import object_units
 from vadpipe.heads.s4d import S4D, param_groups
 from vadpipe.heads.training import l2_normalize, load_module_state, module_state, seeded, warmup_cosine
+from vadpipe.vectors import stack_rows
 
 INPUTS = ("auto", "captions", "image")
 UNSEEN = ("nearest", "exact")
@@ -190,7 +191,8 @@ def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: 
     """Fit ``net`` (standardisation + weights) to predict the normal ``sequences``; returns the losses.
 
     The rows are held in float16 (half the memory of float32; each batch's windows are gathered
-    and cast on the device); the mean and scale are summed in float64.
+    and cast on the device), stacked while ``sequences`` is emptied (each video let go once
+    copied: the caller must not need them after); the mean and scale are summed in float64.
     ``cfg.epochs`` shuffled passes over the windows, cut at ``cfg.max_steps`` steps."""
     dim = sequences[0].shape[1]
     total, count = np.zeros(dim), 0
@@ -209,7 +211,7 @@ def train_s3m(net: S3MNet, sequences: list[np.ndarray], cfg: S3MConfig, device: 
     past_idx, target_idx, mask = (torch.from_numpy(np.concatenate(x)).to(device) for x in zip(*parts))
     if not len(past_idx):
         raise VadpipeError("s3m: the normal training videos have no sample to predict (each needs 2+ samples)")
-    X = torch.from_numpy(np.concatenate([np.asarray(seq, dtype=np.float16) for seq in sequences])).to(device)  # (N D)
+    X = torch.from_numpy(stack_rows(sequences, np.float16)).to(device)  # (N D); empties ``sequences``
     net.to(device).train()
     opt = torch.optim.AdamW(param_groups(net, cfg.lr, cfg.ssm_lr, cfg.weight_decay))
     base_lrs = [g["lr"] for g in opt.param_groups]

@@ -36,7 +36,8 @@ def warn_if_truncated(tokenizer, texts, where: str) -> list[str]:
 
 
 def text_encoder_for(cache, encoder_key: str):
-    """The :class:`~vadpipe.encoders.ClipEncoder` recorded in the cache recipe (CPU, fp32)."""
+    """The :class:`~vadpipe.encoders.ClipEncoder` recorded in the cache recipe (CPU, fp32), built
+    for its text tower only (its image tower let go: ``load_clip(image=False)``)."""
     from vadpipe.encoders import load_clip, spec_from_recipe
 
     recipe = cache.recipe(encoder_key)
@@ -46,7 +47,8 @@ def text_encoder_for(cache, encoder_key: str):
             "text prompts need one"
         )
     # the activation the cache's image features were made with (vadpipe < 0.4 built GELU for all)
-    return load_clip(spec_from_recipe(recipe), device="cpu", precision="fp32", quick_gelu=recipe.get("quick_gelu", False))
+    return load_clip(spec_from_recipe(recipe), device="cpu", precision="fp32", quick_gelu=recipe.get("quick_gelu", False),
+                     image=False)
 
 
 def embed_prompts(encoder, prompts: list[str], templates: tuple[str, ...]) -> np.ndarray:
