@@ -80,6 +80,25 @@ def test_spherical_kmeans_recovers_modes():
         spherical_kmeans(x[:3], 5)
 
 
+def test_rows_are_stacked_through_blocks_and_normalised_in_place():
+    """kmeans' and s3m's stacking: np.concatenate of any iterable (a list is emptied), through
+    blocks smaller and larger than the parts; rows normalised in place as l2_normalize does."""
+    from vadpipe.vectors import l2_normalize, normalize_rows_, stack_rows
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(size=(n, 5)).astype(np.float32) for n in (3, 0, 7, 1, 12)]
+    want = np.concatenate(parts)
+    for block in (8, 40, 1 << 20):  # 8 bytes: a row a block; 40: two rows; one block for all
+        np.testing.assert_array_equal(stack_rows((p for p in parts), block_bytes=block), want)
+    listed = list(parts)
+    half = stack_rows(listed, np.float16, block_bytes=64)
+    assert listed == [] and half.dtype == np.float16 and np.array_equal(half, want.astype(np.float16))
+    assert stack_rows(iter([])).shape == (0, 0) and stack_rows([np.zeros((0, 4))]).shape == (0, 4)
+    x = want.copy()
+    assert normalize_rows_(x) is x
+    np.testing.assert_allclose(x, l2_normalize(want), rtol=1e-6)
+
+
 def test_pool_window_is_a_centred_mean():
     rng = np.random.default_rng(0)
     emb = unit(rng.normal(size=(7, 4)))

@@ -108,7 +108,8 @@ def load_clip(spec: str | EncoderSpec, device: str = "cpu", precision: str = "fp
               quick_gelu: bool | None = None, image: bool = True) -> ClipEncoder:
     """Build the open_clip model of ``spec`` on ``device`` in ``precision`` (eval mode).
 
-    ``image=False``: for text only (the heads' prompts). The model is built and loaded whole,
+    ``image=False``: for text only (the heads' prompts), not cached: a head lets the model go
+    once it has its text features. The model is built and loaded whole,
     through open_clip's factory as always (every checkpoint format, the same seeded random
     weights), then its image tower is let go before the cast and the move to ``device``: a
     head holds the text tower only (ViT-B-32: 242 of 577 MiB in fp32; ViT-L-14: 472 of
@@ -116,13 +117,14 @@ def load_clip(spec: str | EncoderSpec, device: str = "cpu", precision: str = "fp
     dict while open_clip loads it): reading only the text weights would mean restating
     open_clip's loaders and conversions, which vadpipe does not do."""
     spec = spec if isinstance(spec, EncoderSpec) else parse_encoder(spec)
-    return _load_clip_cached(spec, device, precision, quick_gelu_for(spec) if quick_gelu is None else quick_gelu,
-                             image)
+    quick_gelu = quick_gelu_for(spec) if quick_gelu is None else quick_gelu
+    if not image:  # built anew, and let go with the caller's last reference (not held by the cache)
+        return _build_clip(spec, device, precision, quick_gelu, image=False)
+    return _load_clip_cached(spec, device, precision, quick_gelu)
 
 
-@lru_cache(maxsize=4)
-def _load_clip_cached(spec: EncoderSpec, device: str, precision: str, quick_gelu: bool,
-                      image: bool = True) -> ClipEncoder:
+def _build_clip(spec: EncoderSpec, device: str, precision: str, quick_gelu: bool,
+                image: bool = True) -> ClipEncoder:
     import open_clip
     import torch
 
@@ -179,6 +181,9 @@ def _load_clip_cached(spec: EncoderSpec, device: str, precision: str, quick_gelu
     dim = int(open_clip.get_model_config(spec.model)["embed_dim"])
     quick = quick_gelu or bool(open_clip.get_model_config(spec.model).get("quick_gelu", False))
     return ClipEncoder(spec, model, tokenizer, pre, device, precision, dim, quick, image)
+
+
+_load_clip_cached = lru_cache(maxsize=4)(_build_clip)  # featurize and the demo reuse a loaded image encoder
 
 
 def quick_gelu_for(spec: EncoderSpec) -> bool:

@@ -57,7 +57,7 @@ from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.prompts import load_prompt_list
 from vadpipe.heads.training import l2_normalize, seeded
-from vadpipe.vectors import stack_rows
+from vadpipe.vectors import normalize_rows_, stack_rows
 
 DEFAULT_PROMPTS = "kinetics400"
 DEFAULT_TEMPLATES = ("a video of {}.",)
@@ -132,7 +132,7 @@ def spherical_kmeans(
     if copy or not x.flags.writeable:
         x = l2_normalize(x)  # (n D)
     else:
-        x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)  # as l2_normalize, without a copy
+        normalize_rows_(x)  # as l2_normalize, without a copy
     n = len(x)
     if n < k:
         raise VadpipeError(f"kmeans: {n} normal training samples are fewer than num_centers={k}")
@@ -200,17 +200,19 @@ class KMeansHead(Head):
         self.ctx_, self.prompt_losses_ = None, []  # the context is for inspection: scoring uses prompt_emb_
         videos = self.training_set(cache, manifest, normal=True).iter_videos()
         if cfg.learn_prompts and cfg.prompt_steps > 0:
-            feats = stack_rows([pool_window(v.emb, cfg.window) for v in videos])  # (n D)
+            feats = stack_rows(pool_window(v.emb, cfg.window) for v in videos)  # (n D)
             self._check_samples(len(feats))
             pseudo = (feats @ plain.T).argmax(axis=1)  # eq. 4: best plain prompt of each normal sample
             self.prompt_emb_, self.ctx_, self.prompt_losses_ = learn_prompt_context(
                 encoder, self.prompts_, feats, pseudo, cfg, self._device()
             )
+            del encoder
             responses = self.response_vectors(feats)
             del feats
         else:  # the responses of each video as it is read: the pooled rows are never all held
+            del encoder  # the text model is let go before the data are read (text_encoder_for does not cache it)
             self.prompt_emb_ = plain
-            responses = stack_rows([self.response_vectors(pool_window(v.emb, cfg.window)) for v in videos])
+            responses = stack_rows(self.response_vectors(pool_window(v.emb, cfg.window)) for v in videos)
             self._check_samples(len(responses))
         self.centers_, _ = spherical_kmeans(
             responses, cfg.num_centers, cfg.n_init, cfg.max_iter, cfg.seed, cfg.tol, copy=False
