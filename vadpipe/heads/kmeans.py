@@ -24,11 +24,16 @@ Defaults and choices where the paper leaves room or its setting is unavailable:
   context vectors in front of the action (CoOp's "end" class position, via
   :class:`~vadpipe.heads.prompt_learner.PromptLearner`); eq. 5 draws the action between
   context vectors, a placement difference we accept to share one prompt learner.
-* ``learn_prompts`` defaults to False although the paper learns the context: each step runs
-  all N prompts through the text transformer forward and backward (several TFLOP per step
-  for ViT-B text towers with 400 prompts), fine on a GPU, hours on a CPU; and the paper pairs
-  it with an action-pretrained encoder we do not have. ``prompt_steps`` (not given in the
-  paper) = 200.
+* ``learn_prompts`` defaults to False although the paper learns the context (its presets
+  turn it on): each step runs all N prompts through the text transformer forward and
+  backward, a cost that does not shrink with the data (~0.4 TFLOP a step for ViT-B text
+  towers with 400 prompts, packed: about 3 s a step, 10-12 minutes for 200 steps on 2 CPU
+  cores, even for ten videos, where fixed prompts take seconds); and the paper pairs it with
+  an action-pretrained encoder we do not have. ``prompt_steps`` (not given in the
+  paper) = 200. The steps' samples are drawn up front (the same seeded draws as drawing step
+  by step), so the normal videos are read three times -- to count the samples, to keep only
+  the drawn ones (at most 200 x 128 of UCF-Crime's 353k normal frames), and for the
+  responses after learning -- instead of holding every pooled sample (vadpipe 0.5.0).
 * k-means++ samples each new centre with probability proportional to ``1 - max cos`` to
   the chosen ones (= half the squared Euclidean distance on the unit sphere, the usual D^2
   weighting); ``n_init`` = 5 restarts, the one with the highest total cosine is kept; an
@@ -198,22 +203,35 @@ class KMeansHead(Head):
         encoder = text_encoder_for(cache, self.encoder)
         plain = embed_prompts(encoder, self.prompts_, tuple(cfg.templates))  # (N D)
         self.ctx_, self.prompt_losses_ = None, []  # the context is for inspection: scoring uses prompt_emb_
-        videos = self.training_set(cache, manifest, normal=True).iter_videos()
+        training = self.training_set(cache, manifest, normal=True)
+
+        def pooled():  # the normal samples, video by video (read from the cache on each pass)
+            return (pool_window(v.emb, cfg.window) for v in training.iter_videos())
+
         if cfg.learn_prompts and cfg.prompt_steps > 0:
-            feats = stack_rows(pool_window(v.emb, cfg.window) for v in videos)  # (n D)
-            self._check_samples(len(feats))
-            pseudo = (feats @ plain.T).argmax(axis=1)  # eq. 4: best plain prompt of each normal sample
+            from vadpipe.heads.prompt_learner import PromptLearner
+
+            with seeded(cfg.seed):  # the context's N(0, 0.02) init
+                learner = PromptLearner(encoder.model, encoder.tokenizer, self.prompts_, n_ctx=cfg.n_ctx,
+                                        shared_context=True)
+            del encoder  # the learner holds its own copy of the text tower
+            n = sum(len(rows) for rows in pooled())  # a first pass counts the samples
+            self._check_samples(n)
+            draws = draw_batches(n, cfg)
+            needed = np.unique(np.concatenate(draws))  # the only samples the steps read
+            feats = stack_rows(pick_rows(pooled(), needed))  # (u D)
+            pseudo = (feats @ plain.T).argmax(axis=1)  # eq. 4: best plain prompt of each drawn sample
+            batches = [np.searchsorted(needed, d) for d in draws]
             self.prompt_emb_, self.ctx_, self.prompt_losses_ = learn_prompt_context(
-                encoder, self.prompts_, feats, pseudo, cfg, self._device()
+                learner, feats, pseudo, batches, cfg, self._device()
             )
-            del encoder
-            responses = self.response_vectors(feats)
-            del feats
-        else:  # the responses of each video as it is read: the pooled rows are never all held
+            del learner, feats
+        else:
             del encoder  # the text model is let go before the data are read (text_encoder_for does not cache it)
             self.prompt_emb_ = plain
-            responses = stack_rows(self.response_vectors(pool_window(v.emb, cfg.window)) for v in videos)
-            self._check_samples(len(responses))
+        # the responses of each video as it is read: the pooled rows are never all held
+        responses = stack_rows(self.response_vectors(rows) for rows in pooled())
+        self._check_samples(len(responses))
         self.centers_, _ = spherical_kmeans(
             responses, cfg.num_centers, cfg.n_init, cfg.max_iter, cfg.seed, cfg.tol, copy=False
         )  # (M N)
@@ -258,34 +276,49 @@ class KMeansHead(Head):
         self.prompt_losses_ = list(extra.get("prompt_losses", []))
 
 
-def learn_prompt_context(encoder, prompts: list[str], feats: np.ndarray, pseudo: np.ndarray, cfg: KMeansConfig,
-                         device: str = "cpu"):
-    """Train one CoOp context shared by all prompts so each normal sample responds most to its
-    pseudo-label prompt (eq. 3-6). Returns the normalised text directions ``(N D)``, the
+def draw_batches(n: int, cfg: KMeansConfig) -> list[np.ndarray]:
+    """The samples of each prompt-learning step: ``prompt_steps`` seeded draws of
+    ``batch_size`` of the ``n`` normal samples without replacement (the draws vadpipe 0.5.0
+    made step by step)."""
+    rng = np.random.default_rng(cfg.seed)
+    return [rng.choice(n, size=min(cfg.batch_size, n), replace=False) for _ in range(cfg.prompt_steps)]
+
+
+def pick_rows(parts, rows: np.ndarray):
+    """The rows numbered ``rows`` (sorted) of the concatenation of ``parts``, part by part."""
+    offset = 0
+    for part in parts:
+        lo, hi = np.searchsorted(rows, [offset, offset + len(part)])
+        yield part[rows[lo:hi] - offset]
+        offset += len(part)
+
+
+def learn_prompt_context(learner, feats: np.ndarray, pseudo: np.ndarray, batches: list[np.ndarray],
+                         cfg: KMeansConfig, device: str = "cpu"):
+    """Train ``learner``'s CoOp context, shared by all prompts, so each normal sample responds
+    most to its pseudo-label prompt (eq. 3-6). Step ``i`` reads the rows ``batches[i]`` of
+    ``feats``: only the drawn samples are held (200 steps of 128 read at most 25.6k of
+    UCF-Crime's 353k normal frames). Returns the normalised text directions ``(N D)``, the
     context ``(n_ctx W)`` and the loss of each logged step (first and every 20th)."""
     import torch
     import torch.nn.functional as F
 
-    from vadpipe.heads.prompt_learner import PromptLearner
     from vadpipe.heads.training import decay_groups
 
-    with seeded(cfg.seed):  # the context's N(0, 0.02) init
-        learner = PromptLearner(encoder.model, encoder.tokenizer, prompts, n_ctx=cfg.n_ctx, shared_context=True)
     learner = learner.to(device).train()
     opt = torch.optim.AdamW(decay_groups(learner.named_parameters(), cfg.lr, 0.0))  # no decay (sec. 4.2 gives none)
-    x = torch.from_numpy(np.ascontiguousarray(feats, np.float32)).to(device)  # (n D)
-    y = torch.from_numpy(pseudo.astype(np.int64)).to(device)  # (n)
-    rng = np.random.default_rng(cfg.seed)
+    x = torch.from_numpy(np.ascontiguousarray(feats, np.float32)).to(device)  # (u D)
+    y = torch.from_numpy(pseudo.astype(np.int64)).to(device)  # (u)
     losses: list[float] = []
-    for step in range(cfg.prompt_steps):
-        idx = torch.from_numpy(rng.choice(len(x), size=min(cfg.batch_size, len(x)), replace=False)).to(device)
+    for step, batch in enumerate(batches):
+        idx = torch.from_numpy(batch).to(device)
         text = F.normalize(learner(), dim=-1)  # (N D)
         logits = x[idx] @ text.T / cfg.temperature  # (B N)
         loss = F.cross_entropy(logits, y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 20 == 0 or step == cfg.prompt_steps - 1:
+        if step % 20 == 0 or step == len(batches) - 1:
             losses.append(loss.item())
     with torch.no_grad():
         text = F.normalize(learner.eval()(), dim=-1)  # (N D)

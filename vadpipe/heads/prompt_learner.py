@@ -13,7 +13,11 @@ The tower is deep-copied and frozen, so the shared encoder object that other cod
 never modified and no gradient is computed for its weights. A causal tower that pools the
 end-of-text token (CLIP's) never lets the padding after it reach the pooled feature, so the
 prompts are cut after the last end-of-text token (``trim``; about half the cost of a step at
-77 tokens, the same features to float rounding). Heads store the resulting text
+77 tokens, the same features to float rounding), and on open_clip's plain blocks packed
+(:func:`vadpipe.encoders.text_tower.packed_forward`): each prompt through its own positions
+only, a shared context (with SOS) once, the last block at the pooled row only -- Gao's 400
+prompts 13.3 s -> 4.3 s a step on 2 cores, features and gradients the padded batch's to
+float rounding (``packed=False`` on an instance runs the padded batch). Heads store the resulting text
 features (not the context), so scoring needs no text model.
 """
 

@@ -157,6 +157,7 @@ class AnomalyClipHead(Head):
                 shared_context=cfg.shared_context, init_std=cfg.ctx_init_std,
                 train_projection=cfg.finetune_text_projection,
             ).to(device)
+            del encoder  # the learner holds its own copy of the text tower (text_encoder_for does not cache it)
             net = AnomalyClipNet(prototype.shape[0], len(self.class_names_), cfg)
             net.prototype.copy_(torch.from_numpy(prototype.astype(np.float32)))
             net.to(device)
