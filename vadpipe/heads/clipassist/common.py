@@ -115,21 +115,26 @@ class DescriptionHead(Head):
                                    f"under {self.objects_key_!r}")
             videos, frames, labels = [videos[i] for i in keep], [frames[i] for i in keep], [labels[i] for i in keep]
         labels = torch.tensor(labels)
-        encoder = text_encoder_for(cache, self.encoder)
+
+        def text_encoder():  # built when needed, let go once the texts are embedded (or the learner holds its copy)
+            return text_encoder_for(cache, self.encoder)
+
         pset = load_prompt_set(cfg.descriptions or self.default_for(manifest))
         per_class = class_texts(self.class_names_, cfg.class_descriptions, pset, cfg.class_sets)
         with seeded(cfg.seed):
             generator = torch.Generator().manual_seed(cfg.seed)
-            self._fit_descriptions(encoder, pset, per_class, videos, frames, labels, self._device(), generator)
+            self._fit_descriptions(text_encoder, pset, per_class, videos, frames, labels, self._device(), generator)
 
     def default_for(self, manifest) -> str:
         """The description file when none is given: ShanghaiTech's own for a ShanghaiTech
         manifest (Sec. 3.1.2: bicycles, vehicles and running are anomalies there), else the head's."""
         return "dong-shanghaitech" if (manifest.meta or {}).get("dataset") == "shanghaitech" else self.default_descriptions
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
         """Fit on ``videos`` (each ``(R D)`` rows) whose row r lies on frame ``frames[i][r]``
-        (0..F-1; the identity for whole frames, repeated values for a frame's objects)."""
+        (0..F-1; the identity for whole frames, repeated values for a frame's objects).
+        ``text_encoder()`` builds the cache's text model (not cached: hold it no longer than
+        needed, so training does not carry it)."""
         raise NotImplementedError  # pragma: no cover
 
     def _new_model(self, state: dict[str, np.ndarray]):

@@ -86,7 +86,7 @@ class ClipAssistFrameHead(DescriptionHead):
     default_descriptions = "dong-situations"
     object_mode = "rows"  # unit=object: each object's crop against the descriptions (Sec. 4.5)
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
         from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
@@ -102,7 +102,7 @@ class ClipAssistFrameHead(DescriptionHead):
             raise VadpipeError(f"{pset.path}: clipassist-frame needs 'normal' descriptions")
         self.texts_ = [t for t, _ in entries]
         owner = torch.tensor([o for _, o in entries], dtype=torch.int64)  # (N)
-        text = torch.from_numpy(embed_prompts(encoder, self.texts_, tuple(cfg.templates)))  # (N D)
+        text = torch.from_numpy(embed_prompts(text_encoder(), self.texts_, tuple(cfg.templates)))  # (N D)
         sim = DiagonalSimilarity(text, cfg.m).to(device)
         owner_t = owner.to(device)
 

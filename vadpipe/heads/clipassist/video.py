@@ -141,21 +141,22 @@ class ClipAssistHead(DescriptionHead):
     mode = "video"
     default_descriptions = "dong-categories"
 
-    def _fit_descriptions(self, encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
         from vadpipe.heads.prompt_learner import PromptLearner
         from vadpipe.heads.prompts import class_prompt
         from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
+        dim = int(videos[0].shape[1])  # the cache's feature width (= its text tower's)
 
         def temporal_module() -> TemporalModule:
-            net = TemporalModule(encoder.dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
+            net = TemporalModule(dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
                                  local=cfg.temporal)
             return net.to(device).train()
 
         if cfg.classifier:  # the "CLIP + Classifier" baselines: no texts at all
             self.texts_ = ["normal", "anomaly"]
-            net, linear = temporal_module(), nn.Linear(encoder.dim, 1).to(device)
+            net, linear = temporal_module(), nn.Linear(dim, 1).to(device)
             anomalous = labels > 0
 
             def classifier_batch_loss(idx):
@@ -173,15 +174,17 @@ class ClipAssistHead(DescriptionHead):
                 raise VadpipeError(f"{pset.path}: clipassist needs a 'normal' description")
             self.texts_ = [", ".join(pset.normal)] + [", ".join(t) for t in per_class]
         if cfg.prompt_template is not None:  # hand-crafted prompts: fixed text embeddings
-            fixed = torch.from_numpy(embed_prompts(encoder, self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
+            fixed = torch.from_numpy(embed_prompts(text_encoder(), self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
             net = temporal_module()
             prompts, params = (lambda: fixed), list(net.parameters())
             if not params and cfg.epochs != 0:
                 raise VadpipeError("clipassist: fixed prompts (prompt_template) without a temporal module leave nothing "
                                    "to train; pass epochs=0 for CLIP with these prompts")
         else:  # the prompt learner first, then the module: the seeded draws of vadpipe 0.2
+            encoder = text_encoder()
             learner = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx,
                                     shared_context=cfg.shared_context).to(device).train()
+            del encoder  # the learner holds its own copy of the text tower
             net = temporal_module()
             prompts, params = learner, [p for p in [*net.parameters(), *learner.parameters()] if p.requires_grad]
 
