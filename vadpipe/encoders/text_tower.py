@@ -89,10 +89,7 @@ def encode_tokens(clip_model, tokens):
     cast = parts["transformer"].get_cast_dtype()
     emb = parts["token_embedding"](tokens).to(cast) + parts["positional_embedding"][: tokens.shape[1]].to(cast)
     if packable(parts["transformer"]):  # each text through its own positions only
-        lengths = end + 1
-        valid = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]  # (B L)
-        x = packed_forward(parts["transformer"], emb[0, :0], emb[valid], lengths)  # (B W)
-        x = parts["ln_final"](x)
+        x = parts["ln_final"](packed_forward(parts["transformer"], emb[0, :0], emb, end + 1))  # (B W)
     else:  # the batch up to its last end-of-text token
         keep = int(end.max()) + 1
         tokens = tokens[:, :keep]
@@ -123,11 +120,11 @@ def packable(transformer) -> bool:
     return True
 
 
-def packed_forward(transformer, shared, packed, lengths):
+def packed_forward(transformer, shared, padded, lengths):
     """Causal forward of N sequences without their padding: sequence ``i`` is the ``P`` rows
     of ``shared`` ``(P W)`` (a prefix common to all, e.g. SOS and a CoOp context shared by all
-    classes; ``P`` may be 0) followed by its own ``lengths[i]`` rows, all N packed one after
-    the other in ``packed`` ``(T W)`` (positional embeddings already added). Returns the last
+    classes; ``P`` may be 0) followed by the first ``lengths[i]`` rows of ``padded[i]``
+    ``(N L W)`` (positional embeddings already added; the rest is padding, never read). Returns the last
     block's output at each sequence's last row ``(N W)`` -- the end-of-text token a CLIP tower
     pools -- as the blocks of :func:`packable` compute it on the padded batch with a causal
     mask, to float rounding.
@@ -141,16 +138,16 @@ def packed_forward(transformer, shared, packed, lengths):
     import torch
     import torch.nn.functional as F
 
-    num, width, prefix = len(lengths), packed.shape[1], shared.shape[0]
-    lengths = torch.as_tensor(lengths, device=packed.device)
+    num, width, prefix = len(lengths), padded.shape[-1], shared.shape[0]
+    lengths = torch.as_tensor(lengths, device=padded.device)
     longest = int(lengths.max())
-    valid = torch.arange(longest, device=packed.device) < lengths[:, None]  # (N L)
+    valid = torch.arange(longest, device=padded.device) < lengths[:, None]  # (N L)
     rows = valid.flatten().nonzero()[:, 0]  # padded row of each packed row, (T)
     last = prefix + torch.cumsum(lengths, 0) - 1  # each sequence's last row in x, (N)
-    causal = torch.ones(longest, longest, dtype=torch.bool, device=packed.device).tril()
+    causal = torch.ones(longest, longest, dtype=torch.bool, device=padded.device).tril()
     allowed = torch.cat([causal.new_ones(longest, prefix), causal], dim=1)  # (L P+L)
     seen = torch.cat([valid.new_ones(num, prefix), valid], dim=1)[:, None, None]  # last row: all of its keys, (N 1 1 P+L)
-    x = torch.cat([shared, packed])  # (P+T W)
+    x = torch.cat([shared, padded[:, :longest].reshape(num * longest, width)[rows]])  # (P+T W): packed
     blocks = list(transformer.resblocks)
     for i, block in enumerate(blocks):
         attn, final = block.attn, i == len(blocks) - 1

@@ -114,15 +114,8 @@ class PromptLearner(nn.Module):
         # packed: each prompt through its own positions only, a shared context once (text_tower.packed_forward)
         self.packed = bool(trim and end is not None and cls_emb is None and parts["additive_mask"] is None
                            and packable(self.transformer))
-        if self.packed:
-            if shared_context:  # rows after the shared SOS + context, up to each end-of-text token
-                lengths, rows = end - n_ctx, self.token_suffix + pos[1 + n_ctx : tokens.shape[1]]  # (C) (C S W)
-                valid = torch.arange(rows.shape[1]) < lengths[:, None]  # (C S)
-                self.register_buffer("suffix_rows", rows[valid], persistent=False)  # (T W), the prompts' own
-            else:  # whole prompts, without their padding
-                lengths, valid = end + 1, torch.arange(tokens.shape[1]) < (end + 1)[:, None]  # (C) (C L)
-            self.register_buffer("lengths", lengths, persistent=False)
-            self.register_buffer("valid", valid, persistent=False)
+        if self.packed:  # each prompt's own rows: after the shared SOS + context, or whole; up to its EOT
+            self.register_buffer("lengths", end - n_ctx if shared_context else end + 1, persistent=False)  # (C)
 
     def train(self, mode: bool = True) -> "PromptLearner":
         super().train(mode)
@@ -151,13 +144,14 @@ class PromptLearner(nn.Module):
         return self._project(x)
 
     def _forward_packed(self) -> torch.Tensor:
-        pos = self.positional_embedding
+        pos, start = self.positional_embedding, 1 + self.n_ctx
         if self.shared_context:  # SOS + the one context run once, then each prompt's own tokens
-            shared, packed = torch.cat([self.token_prefix[0], self.ctx]) + pos[: 1 + self.n_ctx], self.suffix_rows
-        else:
-            x = torch.cat([self.token_prefix, self.ctx, self.token_suffix], dim=1) + pos[: self.tokens.shape[1]]
-            shared, packed = x[0, :0], x[self.valid]  # (0 W), (T W)
-        x = packed_forward(self.transformer, shared, packed, self.lengths)  # (C W): the end-of-text rows
+            shared = torch.cat([self.token_prefix[0], self.ctx]) + pos[:start]  # (1+n W)
+            own = self.token_suffix + pos[start : self.tokens.shape[1]]  # (C S W)
+        else:  # each prompt whole
+            own = torch.cat([self.token_prefix, self.ctx, self.token_suffix], dim=1) + pos[: self.tokens.shape[1]]
+            shared = own[0, :0]  # (0 W)
+        x = packed_forward(self.transformer, shared, own, self.lengths)  # (C W): the end-of-text rows
         return self._project(self.ln_final(x))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
