@@ -426,6 +426,38 @@ def test_packed_prompts_match_the_padded_batch(tiny_encoder, shared_context):
     assert not PromptLearner(tiny_encoder.model, tiny_encoder.tokenizer, texts, n_ctx=4, trim=False).packed
 
 
+@pytest.mark.parametrize("tower", ["packed-shared", "packed", "padded", "coca"])
+def test_a_chunked_backward_is_the_whole_batch_backward(tiny_encoder, tower):
+    """Prompts run (and backpropagate) a few at a time give the whole batch's loss and
+    gradients to float rounding, on each path of the learner; a subset's features are the same
+    rows of the whole."""
+    from vadpipe.encoders import load_clip
+    from vadpipe.heads.prompt_learner import PromptLearner, backward_in_chunks
+
+    enc = load_clip("vadpipe-tiny-coca:random") if tower == "coca" else tiny_encoder
+    texts = ["fighting", "a car crashing into a wall", "riding a bike on the footpath", "stealing", "walking"]
+    learner = PromptLearner(enc.model, enc.tokenizer, texts, n_ctx=3, shared_context=tower == "packed-shared",
+                            train_projection=True)
+    learner.packed = learner.packed and tower.startswith("packed")
+    assert learner.packed == tower.startswith("packed")
+    x = torch.randn(7, enc.dim, generator=torch.Generator().manual_seed(0))
+
+    def loss_of(text):
+        return torch.nn.functional.cross_entropy(x @ torch.nn.functional.normalize(text, dim=-1).T / 0.07,
+                                                 torch.arange(7) % len(texts))
+
+    results = []
+    for chunk in (None, 2):
+        learner.zero_grad()
+        loss = backward_in_chunks(learner, loss_of, chunk)
+        results.append((loss, learner.ctx.grad.clone(), learner.text_projection.grad.clone()))
+    for whole, chunked in zip(*results):  # loss, context and projection gradients
+        assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()  # float64: 1e-14
+    with torch.no_grad():
+        rows = torch.tensor([3, 0])
+        torch.testing.assert_close(learner(rows), learner()[rows], rtol=1e-5, atol=1e-6)
+
+
 def test_prompt_learner_follows_a_coca_text_tower():
     """CoCa appends a CLS token after the text and pools it: the learner does the same."""
     from pathlib import Path

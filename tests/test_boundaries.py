@@ -63,7 +63,7 @@ def test_cache_import_reads_the_dimension_without_torch(tmp_path):
 # it in this list (the README's layout table); the app layer may import anything
 LAYERS = [
     ("leaves", ["vadpipe/__init__.py", "vadpipe/errors.py", "vadpipe/texts.py", "vadpipe/vectors.py",
-                "vadpipe/_faults.py", "vadpipe/params.py"]),
+                "vadpipe/_faults.py", "vadpipe/params.py", "vadpipe/memory.py"]),
     ("encoders", ["vadpipe/encoders/"]),
     ("data_manifests", ["vadpipe/data_manifests/"]),
     ("cache", ["vadpipe/cache/"]),

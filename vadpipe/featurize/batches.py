@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from vadpipe.featurize.runtime import release_free_heap
+from vadpipe.memory import release_free_heap
 
 
 class VideoBatches:

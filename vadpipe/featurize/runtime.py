@@ -7,7 +7,6 @@ run inside :func:`run_progress` (a rich progress bar and the run's wall time).
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -80,30 +79,6 @@ def resolve_workers(workers: int | None, num_videos: int) -> int:
     if workers is None:
         workers = min(8, max(1, usable_cores() - 1))
     return max(0, min(int(workers), num_videos))
-
-
-def _libc_malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_MALLOC_TRIM = _libc_malloc_trim() if os.name == "posix" else None
-
-
-def release_free_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``).
-
-    Each batch allocates and frees activations of a few MB; glibc's adaptive mmap threshold
-    then serves them from the heap, which fragments, and the process grows with video
-    length. Trimming after every batch keeps peak memory flat at no measurable cost
-    (a fixed ``M_MMAP_THRESHOLD`` does too, but costs ~30% throughput in page faults).
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 _END = object()

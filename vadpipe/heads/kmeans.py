@@ -62,10 +62,14 @@ from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Head, ObjectUnits, Scores
 from vadpipe.heads.prompts import load_prompt_list
 from vadpipe.heads.training import l2_normalize, seeded
+from vadpipe.memory import release_free_heap
 from vadpipe.vectors import normalize_rows_, stack_rows
 
 DEFAULT_PROMPTS = "kinetics400"
 DEFAULT_TEMPLATES = ("a video of {}.",)
+# prompts whose tower activations are held at once on a CPU, where RSS is the limit (Gao's 400
+# through ViT-B-32: ~1.2 GB at once, ~0.25 GB in chunks of 100, for ~+40% a step; a GPU takes all)
+CPU_PROMPT_CHUNK = 100
 # Gao et al. 2024 sec. 4.2: "we set the number of cluster centers to 10 for the Ped2 dataset and Avenue dataset
 # while 20 for the Shanghai Tech dataset"; learned prompts (AdamW, lr 0.0002, batch 128); clips of 9 frames
 # (window=9 mean-pools 9 sampled frames: an approximation of the action-pretrained 9-frame clip encoder)
@@ -229,6 +233,7 @@ class KMeansHead(Head):
         else:
             del encoder  # the text model is let go before the data are read (text_encoder_for does not cache it)
             self.prompt_emb_ = plain
+        release_free_heap()  # the text tower's (and the steps') freed heap, before the responses are stacked
         # the responses of each video as it is read: the pooled rows are never all held
         responses = stack_rows(self.response_vectors(rows) for rows in pooled())
         self._check_samples(len(responses))
@@ -298,11 +303,13 @@ def learn_prompt_context(learner, feats: np.ndarray, pseudo: np.ndarray, batches
     """Train ``learner``'s CoOp context, shared by all prompts, so each normal sample responds
     most to its pseudo-label prompt (eq. 3-6). Step ``i`` reads the rows ``batches[i]`` of
     ``feats``: only the drawn samples are held (200 steps of 128 read at most 25.6k of
-    UCF-Crime's 353k normal frames). Returns the normalised text directions ``(N D)``, the
+    UCF-Crime's 353k normal frames); on a CPU the prompts' backward runs ``CPU_PROMPT_CHUNK`` at a
+    time (:func:`~vadpipe.heads.prompt_learner.backward_in_chunks`). Returns the normalised text directions ``(N D)``, the
     context ``(n_ctx W)`` and the loss of each logged step (first and every 20th)."""
     import torch
     import torch.nn.functional as F
 
+    from vadpipe.heads.prompt_learner import backward_in_chunks
     from vadpipe.heads.training import decay_groups
 
     learner = learner.to(device).train()
@@ -310,13 +317,16 @@ def learn_prompt_context(learner, feats: np.ndarray, pseudo: np.ndarray, batches
     x = torch.from_numpy(np.ascontiguousarray(feats, np.float32)).to(device)  # (u D)
     y = torch.from_numpy(pseudo.astype(np.int64)).to(device)  # (u)
     losses: list[float] = []
+    chunk = CPU_PROMPT_CHUNK if torch.device(device).type == "cpu" else None
     for step, batch in enumerate(batches):
         idx = torch.from_numpy(batch).to(device)
-        text = F.normalize(learner(), dim=-1)  # (N D)
-        logits = x[idx] @ text.T / cfg.temperature  # (B N)
-        loss = F.cross_entropy(logits, y[idx])
+
+        def loss_of(text):  # (N E) -> the step's cross-entropy (eq. 6)
+            logits = x[idx] @ F.normalize(text, dim=-1).T / cfg.temperature  # (B N)
+            return F.cross_entropy(logits, y[idx])
+
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = backward_in_chunks(learner, loss_of, chunk)
         opt.step()
         if step % 20 == 0 or step == len(batches) - 1:
             losses.append(loss.item())
