@@ -63,7 +63,8 @@ reads -- normal videos only for one-class heads --, per head):
   drawn samples, and the responses are streamed after it; 0.5.0 held 3.6 x);
   s3m 2.2 x (the float16 sequences, their float16 concatenation, window indices; 0.5.1 lets
   each sequence go as it is stacked);
-  clipassist 1 x its subsampled training videos (<= 256 frames each); anomalyclip 1 x every
+  clipassist 1 x its subsampled training videos (<= 256 frames each, float16 as stored since
+  0.5.2; 0.5.1 held them in float32, 2 x); anomalyclip 1 x every
   training video. ``--slope`` measures k instead, from a second child on half the
   videos (every other video of each kind, train and test; shortest schedule): two identical
   runs differ by ~20 MiB here, so that needs a scale where half the features are well above

@@ -198,7 +198,11 @@ def measured_fit(cache, manifest, test_videos, lr: float, epochs: list[int], arg
         state["t"] = time.perf_counter()
 
     def fit_adam(params, batch_loss, num_videos, cfg, generator):
-        cells = dict(zip(batch_loss.__code__.co_freevars, (c.cell_contents for c in batch_loss.__closure__)))
+        def free(fn):  # a closure's free variables by name
+            return dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__)))
+
+        outer = free(batch_loss)
+        cells = {**free(outer["loss_of"]), **outer}  # net is loss_of's, prompts batch_loss's
         assert num_videos == n_train and cfg.batch_size == args.batch_size
 
         def hooked(idx):

@@ -385,3 +385,31 @@ def test_object_mode_finds_a_small_object_that_whole_frames_dilute(tmp_path, tin
     # measured: object 0.92, frame 0.51, untrained 0.72
     assert aucs["object"] >= 0.85 and aucs["object"] >= aucs["frame"] + 0.2, aucs
     assert aucs["object"] >= aucs["untrained"] + 0.1, aucs
+
+
+@pytest.mark.parametrize("gcn", [True, False])
+def test_micro_batches_give_the_whole_batch_gradients(gcn):
+    """A batch backpropagated a few videos at a time (each part padded to its own longest
+    video, the prompts run once) gives the whole batch's loss and gradients to float rounding."""
+    from vadpipe.heads.clipassist.common import backward_in_micro_batches, pad_batch
+    from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, video_loss
+
+    torch.manual_seed(0)
+    net = TemporalModule(32, 4, 1, 1.0, 0.0, gcn, local=True).train()
+    ctx = torch.nn.Parameter(torch.randn(5, 32))
+    rng = np.random.default_rng(0)
+    videos = [rng.normal(size=(int(n), 32)).astype(np.float32) for n in rng.integers(3, 40, 11)]
+    labels = torch.tensor(rng.integers(0, 5, 11))
+
+    def loss_of(part, text):
+        x, valid = pad_batch([videos[i] for i in part], "cpu")
+        return video_loss(alignment_map(net(x, valid), text), valid, labels[part], text, 0.07, 0.1, None)
+
+    results = []
+    for micro in (None, 3):
+        net.zero_grad()
+        ctx.grad = None
+        loss = backward_in_micro_batches(torch.arange(11), loss_of, ctx * 2, micro)  # the text through a graph
+        results.append([loss, ctx.grad.clone(), *(p.grad.clone() for p in net.parameters())])
+    for whole, parts in zip(*results):
+        assert (parts - whole).abs().max() <= 1e-5 * whole.abs().max()

@@ -287,6 +287,24 @@ def test_heads_on_raw_and_on_old_normalised_caches(tmp_path, tiny_encoder):
             np.testing.assert_allclose(on_raw[vid].score, on_old[vid].score, atol=2e-2, err_msg=name)
 
 
+def test_stored_training_rows_are_read_as_the_unit_rows_at_half_the_bytes(tmp_path):
+    """A head that keeps part of every training video (clipassist) holds the cache's float16
+    rows and gets each video as the training set would have read it: the same unit rows, to the bit."""
+    from vadpipe.heads.data import StoredRows
+
+    for normalised in (False, True):
+        cache, manifest = planted_sphere(tmp_path / str(normalised), n_train=2, n_test=1, normalised=normalised)
+        head = get_head("clipassist")
+        head.encoder = TINY_KEY  # as fit sets it
+        read = [v.emb for v in head.training_set(cache, manifest).iter_videos()]
+        data = head.training_set(cache, manifest, stored=True)
+        kept = StoredRows([v.emb[::2] for v in data.iter_videos()], data.normalise)
+        assert data.normalise is not normalised and all(p.dtype == np.float16 for p in kept.parts)
+        assert len(kept) == len(read)
+        for mine, theirs in zip(kept, read):
+            np.testing.assert_array_equal(mine, theirs[::2])
+
+
 def test_towers_are_built_with_the_activation_their_weights_were_trained_with(tmp_path):
     """open_clip 3 builds GELU towers and only warns when a tag was trained with QuickGELU
     (OpenAI's CLIP); vadpipe builds QuickGELU for those tags, records it in the encoder recipe

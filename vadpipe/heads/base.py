@@ -189,12 +189,13 @@ class Head:
             out["objects"] = self.objects_key_
         return out
 
-    def training_set(self, cache, manifest, normal: bool | None = None) -> TrainingSet:
+    def training_set(self, cache, manifest, normal: bool | None = None, stored: bool = False) -> TrainingSet:
         """The manifest's training videos with this head's inputs (see :class:`TrainingSet`);
-        with ``unit=object``, their objects as the head's units (:func:`object_units`)."""
+        with ``unit=object``, their objects as the head's units (:func:`object_units`);
+        ``stored``: rows as the cache holds them, the head normalising what it keeps (:class:`StoredRows`)."""
         return TrainingSet(cache, manifest, self.sources(), self.name, normal=normal,
                            normalise=needs_normalising(cache, self.encoder, self.geometry),
-                           units=self.object_mode if self.unit == "object" else None)
+                           units=self.object_mode if self.unit == "object" else None, stored=stored)
 
     # ------------------------------------------------------------ objects
     def _object_row_scores(self, video: Video) -> Scores:

@@ -20,6 +20,7 @@ rows, normalised, is not the mean of unit rows).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -136,6 +137,23 @@ def needs_normalising(cache, key: str, geometry: str, trained: dict | None = Non
     return geometry == "stored" and raw and bool((trained or {}).get("normalised"))
 
 
+class StoredRows(Sequence):
+    """Row arrays held as the cache stores them (float16: half of float32) and handed out, one
+    at a time, as the head reads them -- scaled to unit length in float32 where ``normalise``,
+    the same values :func:`read_video` gives (the scaling is row by row). For heads that hold a
+    part of every training video for many steps (``clipassist``: up to 256 frames of each)."""
+
+    def __init__(self, parts: list[np.ndarray], normalise: bool):
+        self.parts, self.normalise = parts, normalise
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        rows = self.parts[i]
+        return l2_normalize(rows.astype(np.float32)) if self.normalise else rows
+
+
 class TrainingSet:
     """The training videos of a manifest: selected, required in the cache, read once.
 
@@ -146,10 +164,13 @@ class TrainingSet:
     """
 
     def __init__(self, cache, manifest, sources: dict[str, str], head: str, split: str = "train",
-                 normal: bool | None = None, normalise: bool = False, units: str | None = None):
+                 normal: bool | None = None, normalise: bool = False, units: str | None = None,
+                 stored: bool = False):
         if manifest is None:
             raise VadpipeError(f"{head}: training needs a manifest with the training videos")
-        self.cache, self.sources, self.normalise = cache, dict(sources), normalise
+        # stored: rows as the cache holds them, for a head that keeps a part of them and normalises
+        # each as it uses it (StoredRows); ``normalise`` still says whether the head's rows are unit ones
+        self.cache, self.sources, self.normalise, self.stored = cache, dict(sources), normalise, stored
         self.units = units  # None: videos; "rows" / "tracks": their objects (object_units)
         self.entries = manifest.select(split=split, normal=normal)
         if not self.entries:
@@ -182,7 +203,7 @@ class TrainingSet:
     def _read_all(self):
         """``(entry, [Video, ...])`` per training video: the video itself, or its object units."""
         for entry in self.entries:
-            video = read_video(self.cache, self.sources, entry.video_id, self.normalise)
+            video = read_video(self.cache, self.sources, entry.video_id, self.normalise and not self.stored)
             yield entry, [video] if self.units is None else [u for _, u in object_units(video, self.units)]
 
     def normal_mean(self) -> np.ndarray:

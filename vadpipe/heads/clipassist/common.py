@@ -14,6 +14,14 @@ Adam over shuffled video batches. Choices shared by both:
   ``device`` (``auto``: the GPU when there is one, as for every head; vadpipe 0.2 trained this
   head on the CPU unless told otherwise -- ``--device cpu`` for that).
 
+Memory (vadpipe 0.5.2; UCF-Crime size 2,637 -> 1,924 MiB for ``clipassist``, 2,151 -> 1,343
+for ``clipassist-frame``, docs/benchmarks.md): the texts come first (the text model's build
+never meets the held frames); the kept frames stay as the cache stores them, float16
+(:class:`~vadpipe.heads.data.StoredRows`, normalised one video at a time: the same values);
+on a CPU a batch backpropagates ``CPU_MICRO_BATCH`` videos at a time
+(:func:`backward_in_micro_batches`: the same gradients to float rounding); freed heap is
+handed back after each step.
+
 How long to train (the paper gives Adam, batch 64, lr 1e-5, no epoch count). With Adam a weight
 moves by about lr per step, so the budget is a number of optimiser steps, not epochs: an epoch
 is 26 steps on UCF-Crime's 1610 training videos, 4 on ShanghaiTech's 238. ``steps`` = 520 by
@@ -39,8 +47,10 @@ import torch
 
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.data import StoredRows
 from vadpipe.heads.prompts import DEFAULT_CLASS_SETS, class_texts, load_prompt_set
 from vadpipe.heads.training import load_module_state, module_state, seeded
+from vadpipe.memory import release_free_heap
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +85,9 @@ class DescriptionConfig:
 
 
 class DescriptionHead(Head):
-    """Base of ``clipassist`` and ``clipassist-frame``: reads the weakly labelled training
-    set and the descriptions, then calls ``_fit_descriptions`` in a seeded RNG."""
+    """Base of ``clipassist`` and ``clipassist-frame``: reads the descriptions, then in a seeded
+    RNG builds the text side (``_fit_texts``), reads the weakly labelled training set and calls
+    ``_fit_descriptions``."""
 
     mode = ""  # "video" or "frame": what 0.2's single clipassist head called this head
     default_descriptions = ""
@@ -94,47 +105,53 @@ class DescriptionHead(Head):
         from vadpipe.heads.text import text_encoder_for
 
         cfg = self.config
-        data = self.training_set(cache, manifest)
+        data = self.training_set(cache, manifest, stored=True)  # the kept frames stay float16 (StoredRows)
         self.class_names_ = tuple(manifest.anomaly_classes) or ("anomaly",)
         if all(e.is_normal for e in data.entries):
             log.warning("clipassist: no anomalous training videos; training on normal videos only")
         index = {c: i + 1 for i, c in enumerate(self.class_names_)}
         labels = [0 if e.is_normal else index[e.label] for e in data.entries]  # 0 = normal
-        videos, frames = [], []
-        for video in data.iter_videos():  # a video's frames, or (unit=object) all its object rows
-            emb, frame = subsample_frames(video, cfg.max_frames)
-            videos.append(emb)
-            frames.append(frame)
-        if self.unit == "object":
-            keep = [i for i, v in enumerate(videos) if len(v)]
-            if len(keep) < len(videos):
-                log.warning("clipassist: %d training video(s) have no object under %s; trained without them",
-                            len(videos) - len(keep), self.objects_key_)
-            if not keep:
-                raise VadpipeError(f"{self.name}: unit=object found no object in the training videos "
-                                   f"under {self.objects_key_!r}")
-            videos, frames, labels = [videos[i] for i in keep], [frames[i] for i in keep], [labels[i] for i in keep]
-        labels = torch.tensor(labels)
-
-        def text_encoder():  # built when needed, let go once the texts are embedded (or the learner holds its copy)
-            return text_encoder_for(cache, self.encoder)
-
         pset = load_prompt_set(cfg.descriptions or self.default_for(manifest))
         per_class = class_texts(self.class_names_, cfg.class_descriptions, pset, cfg.class_sets)
         with seeded(cfg.seed):
             generator = torch.Generator().manual_seed(cfg.seed)
-            self._fit_descriptions(text_encoder, pset, per_class, videos, frames, labels, self._device(), generator)
+            # the texts before the data: the text model's build (the whole CLIP model, for a
+            # moment) never meets the held frames, and its freed heap is handed back first
+            texts = self._fit_texts(lambda: text_encoder_for(cache, self.encoder), pset, per_class, self._device())
+            release_free_heap()
+            videos, frames = [], []
+            for video in data.iter_videos():  # a video's frames, or (unit=object) all its object rows
+                emb, frame = subsample_frames(video, cfg.max_frames)
+                videos.append(emb)
+                frames.append(frame)
+            if self.unit == "object":
+                keep = [i for i, v in enumerate(videos) if len(v)]
+                if len(keep) < len(videos):
+                    log.warning("clipassist: %d training video(s) have no object under %s; trained without them",
+                                len(videos) - len(keep), self.objects_key_)
+                if not keep:
+                    raise VadpipeError(f"{self.name}: unit=object found no object in the training videos "
+                                       f"under {self.objects_key_!r}")
+                videos, frames, labels = [videos[i] for i in keep], [frames[i] for i in keep], [labels[i] for i in keep]
+            videos, labels = StoredRows(videos, data.normalise), torch.tensor(labels)  # each video's rows as read
+            self._fit_descriptions(texts, videos, frames, labels, self._device(), generator)
 
     def default_for(self, manifest) -> str:
         """The description file when none is given: ShanghaiTech's own for a ShanghaiTech
         manifest (Sec. 3.1.2: bicycles, vehicles and running are anomalies there), else the head's."""
         return "dong-shanghaitech" if (manifest.meta or {}).get("dataset") == "shanghaitech" else self.default_descriptions
 
-    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_texts(self, text_encoder, pset, per_class, device):
+        """The text side, before the training videos are read: the texts (``self.texts_``) and
+        what training needs of them (fixed embeddings, a prompt learner). ``text_encoder()``
+        builds the cache's text model (not cached: hold it no longer than needed). Draws from
+        the seeded RNG before the training side does, as vadpipe 0.2 did."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _fit_descriptions(self, texts, videos, frames, labels, device, generator) -> None:
         """Fit on ``videos`` (each ``(R D)`` rows) whose row r lies on frame ``frames[i][r]``
-        (0..F-1; the identity for whole frames, repeated values for a frame's objects).
-        ``text_encoder()`` builds the cache's text model (not cached: hold it no longer than
-        needed, so training does not carry it)."""
+        (0..F-1; the identity for whole frames, repeated values for a frame's objects), with
+        ``texts`` from :meth:`_fit_texts`."""
         raise NotImplementedError  # pragma: no cover
 
     def _new_model(self, state: dict[str, np.ndarray]):
@@ -203,10 +220,34 @@ def schedule(cfg: DescriptionConfig, num_videos: int) -> tuple[int, int]:
     return (cfg.epochs if cfg.epochs is not None else -(-cfg.steps // per_epoch)), per_epoch
 
 
+def backward_in_micro_batches(idx: torch.Tensor, loss_of, text: torch.Tensor | None, micro: int | None) -> torch.Tensor:
+    """The batch ``idx``'s loss and its backward, ``micro`` videos at a time (``None``: at once).
+
+    ``loss_of(part, text)`` is the mean loss of the videos ``part`` (eq. 12's cross entropy,
+    or the classifiers' BCE: means over videos) given the class embeddings ``text`` (or None);
+    the batch's is the videos-weighted mean of its parts'. ``text`` (a prompt learner's
+    output) runs once: each part backpropagates to a detached copy, whose summed gradient
+    then goes through the learner once. The videos are independent sequences (masked to their
+    own frames), so the gradients are the whole batch's to float rounding, while the temporal
+    module's activations are held for ``micro`` videos only (64 x 256 frames: ~0.75 GB at
+    once at 512-d). Returns the (detached) loss."""
+    leaf = None if text is None else text.detach().requires_grad_(text.requires_grad)
+    parts = [idx] if micro is None else idx.split(micro)
+    total = 0.0
+    for part in parts:
+        loss = loss_of(part, leaf) * (len(part) / len(idx))
+        loss.backward()
+        total = total + loss.detach()
+    if leaf is not None and leaf.grad is not None:
+        text.backward(leaf.grad)
+    return total
+
+
 def fit_adam(params, batch_loss, num_videos: int, cfg: DescriptionConfig, generator: torch.Generator):
     """Adam (the paper's optimizer; no weight decay, no schedule) over passes of shuffled video
     batches -- ``cfg.epochs`` of them, or (``epochs=None``) as many as ``cfg.steps`` optimiser
-    steps take on ``num_videos`` videos; ``batch_loss(indices)`` gives the loss of one batch.
+    steps take on ``num_videos`` videos; ``batch_loss(indices)`` gives the loss of one batch
+    and has backpropagated it (:func:`backward_in_micro_batches`).
     Returns the last batch's loss (None without any step). ``epochs=0`` trains nothing (CLIP's
     start, on purpose); otherwise a schedule too short to move the weights is refused
     (:func:`vadpipe.heads.training.check_schedule`)."""
@@ -225,8 +266,8 @@ def fit_adam(params, batch_loss, num_videos: int, cfg: DescriptionConfig, genera
     loss = None
     for _ in range(epochs):
         for idx in torch.randperm(num_videos, generator=generator).split(cfg.batch_size):
-            loss = batch_loss(idx)
             opt.zero_grad()
-            loss.backward()
+            loss = batch_loss(idx)
             opt.step()
+            release_free_heap()  # the step's activations, freed: glibc keeps them as heap otherwise
     return None if loss is None else loss.item()

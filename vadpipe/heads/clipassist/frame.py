@@ -86,7 +86,7 @@ class ClipAssistFrameHead(DescriptionHead):
     default_descriptions = "dong-situations"
     object_mode = "rows"  # unit=object: each object's crop against the descriptions (Sec. 4.5)
 
-    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_texts(self, text_encoder, pset, per_class, device):
         from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
@@ -103,6 +103,11 @@ class ClipAssistFrameHead(DescriptionHead):
         self.texts_ = [t for t, _ in entries]
         owner = torch.tensor([o for _, o in entries], dtype=torch.int64)  # (N)
         text = torch.from_numpy(embed_prompts(text_encoder(), self.texts_, tuple(cfg.templates)))  # (N D)
+        return text, owner
+
+    def _fit_descriptions(self, texts, videos, frames, labels, device, generator) -> None:
+        cfg = self.config
+        text, owner = texts
         sim = DiagonalSimilarity(text, cfg.m).to(device)
         owner_t = owner.to(device)
 
@@ -111,7 +116,9 @@ class ClipAssistFrameHead(DescriptionHead):
             for i in idx.tolist():
                 logits = sim(torch.from_numpy(videos[i]).to(device, torch.float32))  # (R N)
                 loss = loss + self._video_loss(logits, int(labels[i]), owner_t, frames[i])
-            return loss / len(idx)
+            loss = loss / len(idx)
+            loss.backward()
+            return loss.detach()
 
         self.final_loss_ = fit_adam(list(sim.parameters()), batch_loss, len(videos), cfg, generator)
         self.model_ = FrameModel(sim.cpu(), owner)

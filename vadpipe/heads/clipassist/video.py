@@ -70,9 +70,19 @@ from torch import nn
 
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.base import Scores
-from vadpipe.heads.clipassist.common import DescriptionConfig, DescriptionHead, fit_adam, pad_batch
+from vadpipe.heads.clipassist.common import (
+    DescriptionConfig,
+    DescriptionHead,
+    backward_in_micro_batches,
+    fit_adam,
+    pad_batch,
+)
 from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, classifier_loss, video_loss
 from vadpipe.texts import check_template
+
+# videos whose temporal-module activations are held at once on a CPU, where RSS is the limit (a
+# batch of 64 x 256 frames at 512-d: ~0.75 GB at once, ~0.19 GB in parts of 16; a GPU takes the batch)
+CPU_MICRO_BATCH = 16
 
 
 @dataclass
@@ -141,32 +151,17 @@ class ClipAssistHead(DescriptionHead):
     mode = "video"
     default_descriptions = "dong-categories"
 
-    def _fit_descriptions(self, text_encoder, pset, per_class, videos, frames, labels, device, generator) -> None:
+    def _fit_texts(self, text_encoder, pset, per_class, device):
+        """``None`` (the classifier baselines: no texts), fixed text embeddings
+        (``prompt_template``) or the prompt learner (holding its own copy of the text tower)."""
         from vadpipe.heads.prompt_learner import PromptLearner
         from vadpipe.heads.prompts import class_prompt
         from vadpipe.heads.text import embed_prompts
 
         cfg = self.config
-        dim = int(videos[0].shape[1])  # the cache's feature width (= its text tower's)
-
-        def temporal_module() -> TemporalModule:
-            net = TemporalModule(dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
-                                 local=cfg.temporal)
-            return net.to(device).train()
-
         if cfg.classifier:  # the "CLIP + Classifier" baselines: no texts at all
             self.texts_ = ["normal", "anomaly"]
-            net, linear = temporal_module(), nn.Linear(dim, 1).to(device)
-            anomalous = labels > 0
-
-            def classifier_batch_loss(idx):
-                x, valid = pad_batch([videos[i] for i in idx], device)  # (B T D), (B T)
-                return classifier_loss(linear(net(x, valid))[..., 0], valid, anomalous[idx].to(device), cfg.topk)
-
-            self.final_loss_ = fit_adam([*net.parameters(), *linear.parameters()], classifier_batch_loss, len(videos),
-                                        cfg, generator)
-            self.model_ = VideoModel(net.eval().cpu(), None, linear.eval().cpu()).eval()
-            return
+            return None
         if cfg.class_text == "category":
             self.texts_ = ["normal"] + [class_prompt(c) for c in self.class_names_]
         else:
@@ -174,25 +169,53 @@ class ClipAssistHead(DescriptionHead):
                 raise VadpipeError(f"{pset.path}: clipassist needs a 'normal' description")
             self.texts_ = [", ".join(pset.normal)] + [", ".join(t) for t in per_class]
         if cfg.prompt_template is not None:  # hand-crafted prompts: fixed text embeddings
-            fixed = torch.from_numpy(embed_prompts(text_encoder(), self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
-            net = temporal_module()
-            prompts, params = (lambda: fixed), list(net.parameters())
+            return torch.from_numpy(embed_prompts(text_encoder(), self.texts_, (cfg.prompt_template,))).to(device)  # (C D)
+        # the prompt learner first, then the module: the seeded draws of vadpipe 0.2
+        encoder = text_encoder()
+        return PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx,
+                             shared_context=cfg.shared_context).to(device).train()
+
+    def _fit_descriptions(self, texts, videos, frames, labels, device, generator) -> None:
+        cfg = self.config
+        dim = int(videos.parts[0].shape[1])  # the cache's feature width (= its text tower's)
+
+        def temporal_module() -> TemporalModule:
+            net = TemporalModule(dim, cfg.window, cfg.layers, cfg.sigma, cfg.dropout, cfg.gcn and cfg.temporal,
+                                 local=cfg.temporal)
+            return net.to(device).train()
+
+        micro = CPU_MICRO_BATCH if torch.device(device).type == "cpu" else None
+        if texts is None:  # the "CLIP + Classifier" baselines
+            net, linear = temporal_module(), nn.Linear(dim, 1).to(device)
+            anomalous = labels > 0
+
+            def classifier_loss_of(part, _):
+                x, valid = pad_batch([videos[i] for i in part], device)  # (B T D), (B T)
+                return classifier_loss(linear(net(x, valid))[..., 0], valid, anomalous[part].to(device), cfg.topk)
+
+            def classifier_batch_loss(idx):
+                return backward_in_micro_batches(idx, classifier_loss_of, None, micro)
+
+            self.final_loss_ = fit_adam([*net.parameters(), *linear.parameters()], classifier_batch_loss, len(videos),
+                                        cfg, generator)
+            self.model_ = VideoModel(net.eval().cpu(), None, linear.eval().cpu()).eval()
+            return
+        net = temporal_module()
+        if isinstance(texts, torch.Tensor):  # fixed prompts
+            prompts, params = (lambda: texts), list(net.parameters())
             if not params and cfg.epochs != 0:
                 raise VadpipeError("clipassist: fixed prompts (prompt_template) without a temporal module leave nothing "
                                    "to train; pass epochs=0 for CLIP with these prompts")
-        else:  # the prompt learner first, then the module: the seeded draws of vadpipe 0.2
-            encoder = text_encoder()
-            learner = PromptLearner(encoder.model, encoder.tokenizer, self.texts_, n_ctx=cfg.n_ctx,
-                                    shared_context=cfg.shared_context).to(device).train()
-            del encoder  # the learner holds its own copy of the text tower
-            net = temporal_module()
-            prompts, params = learner, [p for p in [*net.parameters(), *learner.parameters()] if p.requires_grad]
+        else:  # the prompt learner
+            prompts, params = texts, [p for p in [*net.parameters(), *texts.parameters()] if p.requires_grad]
+
+        def loss_of(part, text):
+            x, valid = pad_batch([videos[i] for i in part], device)  # (B T D), (B T)
+            align = alignment_map(net(x, valid), text)  # (B T C)
+            return video_loss(align, valid, labels[part].to(device), text, cfg.tau, cfg.lam, cfg.topk)
 
         def batch_loss(idx):
-            x, valid = pad_batch([videos[i] for i in idx], device)  # (B T D), (B T)
-            text = prompts()  # (C D)
-            align = alignment_map(net(x, valid), text)  # (B T C)
-            return video_loss(align, valid, labels[idx].to(device), text, cfg.tau, cfg.lam, cfg.topk)
+            return backward_in_micro_batches(idx, loss_of, prompts(), micro)  # (C D): the prompts once a step
 
         self.final_loss_ = fit_adam(params, batch_loss, len(videos), cfg, generator)
         net.eval()
