@@ -109,6 +109,48 @@ def answers_cache(path, seed=0):
     return FeatureCache(path), Manifest(entries)
 
 
+def s4d_reference(layer, u):
+    """state-spaces/s4's S4D (``models/s4/s4d.py``) on ``(B, L, H)`` rows: the kernel from
+    complex exponentials, the causal convolution as an FFT of length 2L, the skip D, GELU, the
+    1x1 convolution and GLU on ``(B, H, L)``."""
+    import torch
+
+    kern = layer.kernel
+    dt = torch.exp(kern.log_dt)
+    C = torch.view_as_complex(kern.C)
+    A = -torch.exp(kern.log_A_real) + 1j * kern.A_imag
+    dtA = A * dt.unsqueeze(-1)
+    K = dtA.unsqueeze(-1) * torch.arange(u.size(1))
+    k = 2 * torch.einsum("hn,hnl->hl", C * (torch.exp(dtA) - 1.0) / A, torch.exp(K)).real  # (H L)
+    x = u.transpose(1, 2)  # (B H L)
+    L = x.size(-1)
+    y = torch.fft.irfft(torch.fft.rfft(x, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]
+    y = torch.nn.functional.gelu(y + x * layer.D.unsqueeze(-1))
+    return layer.output_linear(y).transpose(1, 2)  # (B L H)
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_s4d_is_the_reference_layer_forward_and_backward(last):
+    """vadpipe's S4D (real exp/cos/sin kernel, lag-by-lag convolution, ``last=True`` at the last
+    position only) is state-spaces/s4's layer: outputs and every parameter's gradient."""
+    import torch
+
+    from vadpipe.heads.s4d import S4D
+
+    torch.manual_seed(0)
+    layer = S4D(16, 8)
+    u = torch.randn(5, 20, 16, requires_grad=True)
+    weights = torch.randn(5, 20, 16)
+    ours, ref = layer(u, last=last), s4d_reference(layer, u)
+    if last:
+        ref, weights = ref[:, -1], weights[:, -1]
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((ours * weights).sum(), [u, *layer.parameters()])
+    expected = torch.autograd.grad((ref * weights).sum(), [u, *layer.parameters()])
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_spa_selects_the_concentrated_question_and_scores_rare_answers(tmp_path):
     cache, manifest = answers_cache(tmp_path / "answers.zarr")
     head = get_head("s3m", temporal_weight=0, sigma=0).fit(cache, manifest)  # SPA alone

@@ -52,7 +52,8 @@ no weight decay (as state-spaces/s4), width 128, state size 64, 20 epochs of bat
 windows (each epoch a seeded permutation, so training is deterministic on CPU), cut at
 ``max_steps`` = 1000 optimiser steps. A step costs the same whatever the data, so without the
 cut a UCF-Crime-sized training set (800 normal videos x ~440 samples: 352k windows) takes 110k
-steps (2.6 h on 2 CPU cores at 0.086 s a step). The cut comes from a measured curve
+steps (2.6 h on 2 CPU cores at 0.5.0's 0.086 s a step, 55 min at 0.5.3's 0.030 s). The cut
+comes from a measured curve
 (``bench/s3m_schedule.py``: 200 normal videos x 440 samples of planted dynamics on 16 scenes,
 D = 512, 88k windows; held-out frame AUC of A_t after 125, 250, 500, 1000, 2000 steps of 64
 windows: 0.977, 0.986, 0.987, 0.989, 0.991; 0.063 s a step on 2 cores): the curve is flat
