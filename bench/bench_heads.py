@@ -406,7 +406,9 @@ def anomalyclip_anatomy(head, cache, manifest, n_steps: int, sync=None) -> dict:
     the library's own pieces, cut where the autograd graph joins the parts: data (clip gather,
     to tensor, mask), text tower forward (CoOp prompts -> directions) and backward, temporal
     model forward (selector + axial transformer) and backward, losses forward and backward, the
-    optimizer step. The first step warms up and is not counted."""
+    optimizer step. The first step warms up and is not counted. The temporal model runs the
+    whole batch at once (``clip_chunk=0``); the CPU default (8 clips at a time) adds one more
+    forward of it to a step."""
     import numpy as np
     import torch
 

@@ -366,6 +366,47 @@ def test_mil_selection_and_the_full_objective():
     assert terms["anomalous_direction"].item() == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("concat_selector", [False, True])
+def test_a_step_in_clip_chunks_is_the_whole_batch_step(concat_selector):
+    """The temporal model backpropagated a few clips at a time (``clip_chunk``; the selector's
+    batch norm still sees the whole batch) gives the whole batch's loss terms, every gradient
+    (network and directions) and the same batch-norm statistics, to float rounding."""
+    from vadpipe.heads.anomalyclip.train import clip_chunk, training_step
+
+    cfg = AnomalyClipConfig(num_segments=4, frames_per_segment=3, top_k=1, embed_dim=16, heads=2,
+                            concat_selector=concat_selector)
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 4, 3, 10, generator=gen)
+    labels = torch.tensor([0, 2, 1, -1, -1, -1])
+    keep = L.keep_mask(torch.rand(6, 4, generator=gen), cfg.mask_ratio, cfg.top_k)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = AnomalyClipNet(10, 3, cfg)
+    directions = torch.nn.Parameter(torch.randn(3, 10, generator=gen))
+    results = []
+    for chunk in (None, 4, 1):
+        fresh = AnomalyClipNet(10, 3, cfg)
+        fresh.load_state_dict(net.state_dict())
+        directions.grad = None
+        terms = training_step(fresh.train(), lambda: directions, feats, labels, keep, cfg, chunk)
+        grads = {n: p.grad.clone() for n, p in fresh.named_parameters()}
+        results.append((terms, grads, directions.grad.clone(), fresh.selector.bn.running_var.clone()))
+    (terms, grads, dgrad, var), *chunked = results
+    assert dgrad.abs().max() > 0 and all(g.abs().max() > 0 for g in grads.values())
+    for c_terms, c_grads, c_dgrad, c_var in chunked:
+        for name, value in terms.items():
+            torch.testing.assert_close(c_terms[name], value, rtol=1e-5, atol=1e-6)
+        for name, g in grads.items():
+            torch.testing.assert_close(c_grads[name], g, rtol=1e-4, atol=1e-5 * g.abs().max().item(), msg=name)
+        torch.testing.assert_close(c_dgrad, dgrad, rtol=1e-4, atol=1e-5 * dgrad.abs().max().item())
+        torch.testing.assert_close(c_var, var)
+    assert clip_chunk(cfg, "cpu") == 8 and clip_chunk(cfg, "cuda") is None
+    assert clip_chunk(AnomalyClipConfig(clip_chunk=0), "cpu") is None
+    assert clip_chunk(AnomalyClipConfig(clip_chunk=16), "cuda") == 16
+    with pytest.raises(VadpipeError, match="clip_chunk"):
+        AnomalyClipConfig(clip_chunk=-1)
+
+
 def test_keep_mask_masks_most_segments_but_keeps_k():
     draws = torch.rand(500, 32, generator=torch.Generator().manual_seed(0))
     keep = L.keep_mask(draws, 0.7, 3)
@@ -432,7 +473,8 @@ def test_a_chunked_backward_is_the_whole_batch_backward(tiny_encoder, tower):
     gradients to float rounding, on each path of the learner; a subset's features are the same
     rows of the whole."""
     from vadpipe.encoders import load_clip
-    from vadpipe.heads.prompt_learner import PromptLearner, backward_in_chunks
+    from vadpipe.heads.prompt_learner import PromptLearner
+    from vadpipe.heads.training import backward_in_chunks
 
     enc = load_clip("vadpipe-tiny-coca:random") if tower == "coca" else tiny_encoder
     texts = ["fighting", "a car crashing into a wall", "riding a bike on the footpath", "stealing", "walking"]
@@ -449,13 +491,14 @@ def test_a_chunked_backward_is_the_whole_batch_backward(tiny_encoder, tower):
     results = []
     for chunk in (None, 2):
         learner.zero_grad()
-        loss = backward_in_chunks(learner, loss_of, chunk)
+        loss = backward_in_chunks(learner, len(texts), loss_of, chunk)
         results.append((loss, learner.ctx.grad.clone(), learner.text_projection.grad.clone()))
     for whole, chunked in zip(*results):  # loss, context and projection gradients
         assert (chunked - whole).abs().max() <= 1e-5 * whole.abs().max()  # float64: 1e-14
     with torch.no_grad():
         rows = torch.tensor([3, 0])
-        torch.testing.assert_close(learner(rows), learner()[rows], rtol=1e-5, atol=1e-6)
+        whole = learner()
+        torch.testing.assert_close(learner(rows), whole[rows], rtol=1e-5, atol=1e-5 * whole.abs().max().item())
 
 
 def test_prompt_learner_follows_a_coca_text_tower():

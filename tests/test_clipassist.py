@@ -115,6 +115,26 @@ def test_training_is_seeded_and_deterministic(weak):
     assert any(not np.array_equal(first[v].score, other[v].score) for v in ids)
 
 
+def test_a_cpu_fit_in_parts_is_the_whole_batch_fit(weak, monkeypatch):
+    """On a CPU a batch backpropagates a few videos at a time and the class prompts a few at a
+    time (CPU_MICRO_BATCH, CPU_PROMPT_CHUNK): the trained class texts and scores are the
+    whole-batch fit's to float rounding."""
+    from vadpipe.heads.clipassist import video
+
+    cache, manifest = weak
+    ids = manifest.ids("test")[:3]
+    runs = []
+    for micro, chunk in ((None, 4), (3, 2)):  # None: whole batches, the prompts at once (a GPU's path)
+        monkeypatch.setattr(video, "CPU_MICRO_BATCH", micro)
+        monkeypatch.setattr(video, "CPU_PROMPT_CHUNK", chunk)
+        runs.append(get_head("clipassist", epochs=2, lr=3e-3, batch_size=8).fit(cache, manifest))
+    whole, parts = runs
+    torch.testing.assert_close(parts.model_.text, whole.model_.text, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(whole.model_.text, get_head("clipassist", epochs=0).fit(cache, manifest).model_.text)
+    for vid, s in whole.score_videos(cache, ids).items():
+        np.testing.assert_allclose(parts.score_videos(cache, [vid])[vid].score, s.score, rtol=1e-4, atol=1e-5)
+
+
 def test_long_videos_are_subsampled_for_training_and_chunked_for_scoring(tmp_path, weak):
     cache, manifest = weak
     head = get_head("clipassist", epochs=1, lr=1e-3, max_frames=20).fit(cache, manifest)

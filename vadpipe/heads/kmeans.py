@@ -304,13 +304,12 @@ def learn_prompt_context(learner, feats: np.ndarray, pseudo: np.ndarray, batches
     most to its pseudo-label prompt (eq. 3-6). Step ``i`` reads the rows ``batches[i]`` of
     ``feats``: only the drawn samples are held (200 steps of 128 read at most 25.6k of
     UCF-Crime's 353k normal frames); on a CPU the prompts' backward runs ``CPU_PROMPT_CHUNK`` at a
-    time (:func:`~vadpipe.heads.prompt_learner.backward_in_chunks`). Returns the normalised text directions ``(N D)``, the
+    time (:func:`~vadpipe.heads.training.backward_in_chunks`). Returns the normalised text directions ``(N D)``, the
     context ``(n_ctx W)`` and the loss of each logged step (first and every 20th)."""
     import torch
     import torch.nn.functional as F
 
-    from vadpipe.heads.prompt_learner import backward_in_chunks
-    from vadpipe.heads.training import decay_groups
+    from vadpipe.heads.training import backward_in_chunks, decay_groups
 
     learner = learner.to(device).train()
     opt = torch.optim.AdamW(decay_groups(learner.named_parameters(), cfg.lr, 0.0))  # no decay (sec. 4.2 gives none)
@@ -326,7 +325,7 @@ def learn_prompt_context(learner, feats: np.ndarray, pseudo: np.ndarray, batches
             return F.cross_entropy(logits, y[idx])
 
         opt.zero_grad(set_to_none=True)
-        loss = backward_in_chunks(learner, loss_of, chunk)
+        loss = backward_in_chunks(learner, learner.n_cls, loss_of, chunk)
         opt.step()
         if step % 20 == 0 or step == len(batches) - 1:
             losses.append(loss.item())

@@ -168,27 +168,3 @@ class PromptLearner(nn.Module):
         if self.text_projection_bias is not None:
             x = x + self.text_projection_bias
         return x
-
-
-def backward_in_chunks(learner: PromptLearner, loss_of, chunk: int | None) -> torch.Tensor:
-    """``loss_of(learner())`` and its backward, holding the tower's activations for ``chunk``
-    prompts at a time (``None``: all at once). The features of all prompts are computed first
-    without a graph; the loss backpropagates to them (and to whatever else it uses), then each
-    chunk of prompts runs again with a graph and takes its rows of that gradient. The prompts
-    are independent sequences, so the gradients are the whole batch's to float rounding, for
-    the cost of one more forward (~+40% a step). Gao's 400 prompts through ViT-B-32 hold
-    ~1.2 GB of activations at once, ~0.25 GB in chunks of 100. Returns the (detached) loss."""
-    if chunk is None or chunk >= learner.n_cls:
-        loss = loss_of(learner())
-        loss.backward()
-        return loss.detach()
-    with torch.no_grad():
-        features = learner()  # (C E)
-    features.requires_grad_(True)
-    loss = loss_of(features)
-    loss.backward()
-    grad = features.grad
-    for i in range(0, learner.n_cls, chunk):
-        rows = torch.arange(i, min(i + chunk, learner.n_cls), device=grad.device)
-        learner(rows).backward(grad[rows])
-    return loss.detach()

@@ -9,6 +9,9 @@
 * :func:`decay_groups` -- AdamW parameter groups: weight decay on matrices only (nanoGPT),
   or on every tensor where a paper says so, with named groups of their own (S4D's step and
   decay parameters);
+* :func:`backward_in_chunks` (with :func:`detached_rows`, :func:`backward_rows`) -- a loss
+  over a batch of independent rows (prompts, clips) and its backward, holding the graph of a
+  few rows at a time: a CPU trades one more forward for activations it has no room for;
 * :func:`l2_normalize` -- rows to unit length (:mod:`vadpipe.vectors`, which stage 1 uses too);
 * :func:`module_state` / :func:`load_module_state` -- a module's ``state_dict`` as the
   arrays a run folder saves, and back (strict: a missing or extra tensor is an error).
@@ -91,6 +94,52 @@ def decay_groups(named_parameters, lr: float, weight_decay: float, decay_all: bo
     if not decay_all:
         groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
     return groups
+
+
+def row_chunks(n: int, chunk: int, device=None):
+    """Index tensors of the rows ``0..n-1`` in runs of ``chunk``."""
+    import torch
+
+    return [torch.arange(i, min(i + chunk, n), device=device) for i in range(0, n, chunk)]
+
+
+def detached_rows(forward: Callable, n: int, chunk: int):
+    """``forward``'s rows computed ``chunk`` at a time without a graph, as a leaf that requires
+    grad: what a loss backpropagates to before :func:`backward_rows` takes it through ``forward``."""
+    import torch
+
+    with torch.no_grad():
+        out = torch.cat([forward(rows) for rows in row_chunks(n, chunk)])
+    return out.requires_grad_(True)
+
+
+def backward_rows(forward: Callable, n: int, grad, chunk: int) -> None:
+    """Backpropagate ``grad`` (the gradient of a loss with respect to ``forward``'s ``n`` rows)
+    through ``forward``, ``chunk`` rows at a time: each run recomputed with a graph."""
+    for rows in row_chunks(n, chunk, grad.device):
+        forward(rows).backward(grad[rows])
+
+
+def backward_in_chunks(forward: Callable, n: int, loss_of: Callable, chunk: int | None):
+    """``loss_of(forward(None))`` and its backward, holding ``forward``'s graph for ``chunk``
+    of its ``n`` rows at a time (``None``: all at once). Returns the (detached) loss.
+
+    ``forward(rows)`` computes the rows ``rows`` (an index tensor; ``None``: all of them), each
+    row independent of the others (a prompt's sequence, a clip). The rows are computed first
+    without a graph; the loss backpropagates to them (and to whatever else it reads), then each
+    chunk runs again with a graph and takes its rows of that gradient: the gradients are the
+    whole batch's to float rounding, for one more forward, while the activations held at once
+    are a chunk's."""
+    if chunk is None or chunk >= n:
+        loss = loss_of(forward(None))
+        loss.backward()
+        return loss.detach()
+    out = detached_rows(forward, n, chunk)
+    loss = loss_of(out)
+    loss.backward()
+    if out.grad is not None:
+        backward_rows(forward, n, out.grad, chunk)
+    return loss.detach()
 
 
 def module_state(module) -> dict[str, np.ndarray]:

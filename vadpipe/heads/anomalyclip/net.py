@@ -65,7 +65,7 @@ class ConvFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x).permute(0, 3, 1, 2)  # (B E S F)
-        h = self.conv_out(F.leaky_relu(self.conv_in(h)))  # (B E S F)
+        h = self.conv_out(F.leaky_relu(self.conv_in(h), inplace=True))  # (B E S F)
         return h.permute(0, 2, 3, 1)  # (B S F E)
 
 
@@ -119,8 +119,14 @@ class AnomalyClipNet(nn.Module):
         )
 
     def forward(self, f: torch.Tensor, directions: torch.Tensor | None = None):
+        sel, inp = self.select(f, directions)
+        return sel, self.temporal(inp)
+
+    def select(self, f: torch.Tensor, directions: torch.Tensor | None = None):
+        """The selector's S(x) ``(B S F C)`` and the temporal model's input ``(B S F D')``. The
+        selector's batch norm couples the clips of a batch; the temporal model reads each clip
+        alone (what lets training backpropagate it a few clips at a time)."""
         d = self.directions if directions is None else directions  # (C D)
         x = f - self.prototype  # recentred, (B S F D)
         sel = self.selector(x, d)  # (B S F C)
-        inp = torch.cat([x, sel], dim=-1) if self.concat_selector else x  # (B S F D')
-        return sel, self.temporal(inp)
+        return sel, (torch.cat([x, sel], dim=-1) if self.concat_selector else x)  # (B S F D')

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from vadpipe.errors import VadpipeError
 from vadpipe.heads.anomalyclip.config import AnomalyClipConfig
 from vadpipe.heads.anomalyclip.losses import anomalyclip_loss, keep_mask
-from vadpipe.heads.training import check_schedule, decay_groups, warmup_cosine
+from vadpipe.heads.training import backward_in_chunks, check_schedule, decay_groups, warmup_cosine
+
+CPU_CLIP_CHUNK = 8  # clip_chunk='auto' on a CPU (config.py)
 
 
 def training_clip_indices(num_frames: int, num_segments: int, frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,6 +82,40 @@ def directions_from_text(text_features: torch.Tensor, prototype: torch.Tensor, g
     return text - prototype
 
 
+def clip_chunk(cfg: AnomalyClipConfig, device: str) -> int | None:
+    """The clips a training step backpropagates at once (``None``: the whole batch)."""
+    if cfg.clip_chunk == "auto":
+        return CPU_CLIP_CHUNK if torch.device(device).type == "cpu" else None
+    return int(cfg.clip_chunk) or None
+
+
+def training_step(net, prompts, feats, labels, keep, cfg: AnomalyClipConfig, chunk: int | None) -> dict:
+    """Eq. 14 on one batch and its backward (gradients accumulated, no optimiser step); returns
+    the loss terms. The selector (its batch norm couples the batch) runs once on the whole
+    batch; the temporal model backpropagates ``chunk`` clips at a time (``None``: at once;
+    :func:`~vadpipe.heads.training.backward_in_chunks`). Both then take their gradient
+    through one backward of the selector and the prompts."""
+    directions = directions_from_text(prompts(), net.prototype, cfg.geometry)  # (C D)
+    sel, inp = net.select(feats, directions)  # (B S F C), (B S F D')
+    sel_leaf = sel.detach().requires_grad_(sel.requires_grad)
+    inp_leaf = inp.detach().requires_grad_(inp.requires_grad)  # concat_selector: the input holds S(x)
+    terms = {}
+
+    def temporal(rows):  # (b S F) logits of the clips ``rows`` (None: all)
+        return net.temporal(inp_leaf if rows is None else inp_leaf[rows])
+
+    def loss_of(logit):
+        terms.update(anomalyclip_loss(sel_leaf, logit, labels, keep, cfg.top_k, cfg.lambda_sparsity,
+                                      cfg.lambda_smoothness, cfg.losses))
+        return terms["total"]
+
+    backward_in_chunks(temporal, len(feats), loss_of, chunk)
+    pairs = [(t, leaf.grad) for t, leaf in ((sel, sel_leaf), (inp, inp_leaf)) if leaf.grad is not None]
+    if pairs:
+        torch.autograd.backward(*zip(*pairs))
+    return terms
+
+
 def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: list,
                       cfg: AnomalyClipConfig, device: str, rng: np.random.Generator) -> list[dict]:
     """Optimise ``net`` and the prompt learner ``prompts`` in place (eq. 14).
@@ -104,6 +140,7 @@ def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: 
         decay_groups(named, cfg.lr, cfg.weight_decay, decay_all=True), betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
     )
     S, F_ = cfg.num_segments, cfg.frames_per_segment
+    chunk = clip_chunk(cfg, device)
     labels_arr = np.asarray(labels, dtype=np.int64)
     net.train()
     prompts.train()
@@ -122,12 +159,8 @@ def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: 
         keep = keep_mask(torch.from_numpy(rng.random((2 * half, S))), cfg.mask_ratio, cfg.top_k).to(device)  # (B S)
         for group in opt.param_groups:
             group["lr"] = lr
-        directions = directions_from_text(prompts(), net.prototype, cfg.geometry)  # (C D)
-        sel, logit = net(feats, directions)  # (B S F C), (B S F)
-        terms = anomalyclip_loss(sel, logit, batch_labels, keep, cfg.top_k, cfg.lambda_sparsity,
-                                 cfg.lambda_smoothness, cfg.losses)
         opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        terms = training_step(net, prompts, feats, batch_labels, keep, cfg, chunk)
         opt.step()
         history.append({"lr": lr, **{k: float(v.detach()) for k, v in terms.items()}})
     net.eval()

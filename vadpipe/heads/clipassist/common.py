@@ -14,13 +14,14 @@ Adam over shuffled video batches. Choices shared by both:
   ``device`` (``auto``: the GPU when there is one, as for every head; vadpipe 0.2 trained this
   head on the CPU unless told otherwise -- ``--device cpu`` for that).
 
-Memory (vadpipe 0.5.2; UCF-Crime size 2,637 -> 1,924 MiB for ``clipassist``, 2,151 -> 1,343
-for ``clipassist-frame``, docs/benchmarks.md): the texts come first (the text model's build
-never meets the held frames); the kept frames stay as the cache stores them, float16
+Memory (UCF-Crime size, docs/benchmarks.md: ``clipassist`` 2,637 MiB in 0.5.1, 1,924 in 0.5.2,
+1,545 in 0.5.3; ``clipassist-frame`` 2,151 -> 1,343): the texts come first (the text model's
+build never meets the held frames); the kept frames stay as the cache stores them, float16
 (:class:`~vadpipe.heads.data.StoredRows`, normalised one video at a time: the same values);
 on a CPU a batch backpropagates ``CPU_MICRO_BATCH`` videos at a time
-(:func:`backward_in_micro_batches`: the same gradients to float rounding); freed heap is
-handed back after each step.
+(:func:`backward_in_micro_batches`) and ``clipassist``'s class prompts run ``CPU_PROMPT_CHUNK``
+at a time (:func:`vadpipe.heads.training.backward_in_chunks`' pieces): the same gradients to
+float rounding; freed heap is handed back after each step.
 
 How long to train (the paper gives Adam, batch 64, lr 1e-5, no epoch count). With Adam a weight
 moves by about lr per step, so the budget is a number of optimiser steps, not epochs: an epoch

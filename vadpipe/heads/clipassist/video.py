@@ -78,11 +78,17 @@ from vadpipe.heads.clipassist.common import (
     pad_batch,
 )
 from vadpipe.heads.clipassist.net import TemporalModule, alignment_map, classifier_loss, video_loss
+from vadpipe.heads.training import backward_rows, detached_rows
 from vadpipe.texts import check_template
 
 # videos whose temporal-module activations are held at once on a CPU, where RSS is the limit (a
-# batch of 64 x 256 frames at 512-d: ~0.75 GB at once, ~0.19 GB in parts of 16; a GPU takes the batch)
-CPU_MICRO_BATCH = 16
+# batch of 64 x 256 frames at 512-d: ~0.75 GB at once, ~0.05 GB in parts of 4; a GPU takes the batch),
+# and class prompts whose text-tower activations are (16 context vectors + a description through
+# ViT-B-32's 12 layers: ~14 MB a prompt). UCF-Crime size, 2 cores (docs/benchmarks.md): the whole
+# batch 2,637 MiB; parts of 16, prompts at once 1,928 MiB, 3.6 s a step; 8 and 4: 1,689 MiB, 3.5 s;
+# 4 and 2: 1,545 MiB (1.89x the features), 3.8 s
+CPU_MICRO_BATCH = 4
+CPU_PROMPT_CHUNK = 2
 
 
 @dataclass
@@ -215,7 +221,15 @@ class ClipAssistHead(DescriptionHead):
             return video_loss(align, valid, labels[part].to(device), text, cfg.tau, cfg.lam, cfg.topk)
 
         def batch_loss(idx):
-            return backward_in_micro_batches(idx, loss_of, prompts(), micro)  # (C D): the prompts once a step
+            if micro is None or isinstance(texts, torch.Tensor):
+                return backward_in_micro_batches(idx, loss_of, prompts(), micro)  # (C D): the prompts once a step
+            # a CPU: the prompts too run (and backpropagate) CPU_PROMPT_CHUNK at a time
+            n = texts.n_cls
+            text = detached_rows(texts, n, CPU_PROMPT_CHUNK)  # (C D), a leaf
+            loss = backward_in_micro_batches(idx, loss_of, text, micro)
+            if text.grad is not None:
+                backward_rows(texts, n, text.grad, CPU_PROMPT_CHUNK)
+            return loss
 
         self.final_loss_ = fit_adam(params, batch_loss, len(videos), cfg, generator)
         net.eval()
