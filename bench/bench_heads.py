@@ -65,7 +65,7 @@ reads -- normal videos only for one-class heads --, per head):
   each sequence go as it is stacked);
   clipassist 1 x its subsampled training videos (<= 256 frames each, float16 as stored since
   0.5.2; 0.5.1 held them in float32, 2 x); anomalyclip 1 x every
-  training video. ``--slope`` measures k instead, from a second child on half the
+  training video on a GPU, none on a CPU (0.5.3: each batch's videos are read from the cache). ``--slope`` measures k instead, from a second child on half the
   videos (every other video of each kind, train and test; shortest schedule): two identical
   runs differ by ~20 MiB here, so that needs a scale where half the features are well above
   that (>= 0.25). The rule reads the head's arrays, not the allocator: at scale 0.05 it put
@@ -116,6 +116,7 @@ class Variant:
     needs_anomalous: bool = False
     note: str = ""
     held: tuple[float, float] = (0.0, 0.0)  # copies of the normal / all training features (float16) held at the peak
+    held_cpu: tuple[float, float] | None = None  # the same where a head holds otherwise on a CPU
 
 
 MAX_FRAMES = 256  # clipassist's max_frames: training videos are subsampled to it
@@ -133,18 +134,19 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in [
     Variant("clipassist", "clipassist", loop="clipassist", target_fit_s=900, held=(0, -1)),
     Variant("clipassist-frame", "clipassist-frame", loop="clipassist", target_fit_s=900, held=(0, -1)),
     Variant("anomalyclip", "anomalyclip", loop="anomalyclip", needs_anomalous=True,
-            note="target: per-step breakdown, CPU epoch", held=(0, 1)),
+            note="target: per-step breakdown, CPU epoch", held=(0, 1), held_cpu=(0, 0)),
 ]}
 
 
-def memory_slope(v: Variant, dataset: str) -> float:
+def memory_slope(v: Variant, dataset: str, device: str = "cpu") -> float:
     """k: bytes a head holds at its peak per byte of the dataset's features (training + test,
-    float16), from ``held`` and the full-size shares of normal and all training frames;
-    clipassist's ``-1`` is its subsampled copy: E[min(T, 256)] / E[T] of the training videos."""
+    float16), from ``held`` (``held_cpu`` on a CPU, where given) and the full-size shares of
+    normal and all training frames; clipassist's ``-1`` is its subsampled copy: E[min(T, 256)] /
+    E[T] of the training videos."""
     from synthetic_cache import frame_range
 
     full = full_size(dataset)
-    a, b = v.held
+    a, b = v.held_cpu if (v.held_cpu is not None and device.startswith("cpu")) else v.held
     if b < 0:
         lo, hi = frame_range(SHAPES[dataset]["frames"][0])
         b = sum(min(t, MAX_FRAMES) for t in range(lo, hi + 1)) / sum(range(lo, hi + 1))
@@ -390,7 +392,7 @@ def child(spec: dict) -> dict:
         "step_durations": steps["durations"], "step_batches": steps["batches"],
         "peak_rss_mib": rss, "peak_rss_fit_mib": rss_fit, "rss_before_fit_mib": rss_start,
         "threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
-        "torch_imported": "torch" in sys.modules, "warnings": warnings[:10],
+        "torch_imported": "torch" in sys.modules, "warnings": warnings[:10], "device": spec["device"],
     }
     if cuda:
         out["cuda_peak_mib"] = sys.modules["torch"].cuda.max_memory_allocated() / MIB
@@ -526,7 +528,7 @@ def extrapolate(v: Variant, dataset: str, r: dict, slope: float | None) -> dict:
     n_full = full_steps(v, dataset) if v.loop else None
     train_full = s_step * n_full if (s_step is not None and n_full is not None) else 0.0
     fit = r["text_s"] + r["data_s"] * ratio + train_full
-    k = memory_slope(v, dataset) if slope is None else max(slope, 0.0)
+    k = memory_slope(v, dataset, r.get("device", "cpu")) if slope is None else max(slope, 0.0)
     rss = r["peak_rss_mib"] + k * (full["feature_bytes"] - r["feature_bytes"]) / MIB
     return {
         "fit_s": fit, "score_s": r["score_s"] * full["test_frames"] / max(r["test_frames"], 1),
@@ -600,7 +602,7 @@ def report(dataset: str, info: dict, rows: list[tuple[Variant, dict, dict | None
             lines.append(f"| {v.name} | – | – | – | – | – | – | – | {why} |")
             continue
         steps = (f"{e['step_s']:.3g} x {e['steps_full']:,}" if e["step_s"] is not None else "–")
-        k = (f"{memory_slope(v, dataset):.2f} (code)" if e["rss_slope"] is None
+        k = (f"{memory_slope(v, dataset, r.get('device', 'cpu')):.2f} (code)" if e["rss_slope"] is None
              else f"{e['rss_slope']:.2f} (measured{', < 0: 0 used' if e['rss_slope'] < 0 else ''})")
         lines.append(f"| {v.name} | {fmt_s(e['fit_s'])} | {fmt_s(e['score_s'])} | {e['peak_rss_mib']:,.0f} | "
                      f"{e['feature_mib']:,.0f} | {e['rss_ratio']:.2f} | {k} | {steps} | {verdict(v, e, dataset)} |")

@@ -194,6 +194,23 @@ def test_training_is_seeded_and_deterministic(tmp_path, tiny_encoder):
     assert any(not np.array_equal(runs[0][v].score, runs[2][v].score) for v in ids)
 
 
+def test_training_videos_read_per_batch_give_the_held_run(tmp_path, tiny_encoder, monkeypatch):
+    """On a CPU each batch's videos are read from the cache (nothing held); a GPU holds them.
+    The same arrays reach the loop either way: the runs are identical."""
+    from vadpipe.heads.anomalyclip import head as module
+
+    cache, manifest = planted_weak(tmp_path / "d.zarr", tiny_encoder, n_train=3, T=20)
+    quick = {**FAST, "steps": 4, "geometry": "unit"}  # unit: the rows are normalised as read
+    ids = manifest.ids("test")[-2:]
+    assert not module.holds_training_videos("cpu") and module.holds_training_videos("cuda")
+    runs = []
+    for hold in (False, True):
+        monkeypatch.setattr(module, "holds_training_videos", lambda device, hold=hold: hold)
+        runs.append(get_head("anomalyclip", **quick).fit(cache, manifest).score_videos(cache, ids))
+    for vid in ids:
+        np.testing.assert_array_equal(runs[0][vid].score, runs[1][vid].score)
+
+
 def test_class_descriptions_replace_bare_names(tmp_path, tiny_encoder):
     cache, manifest = planted_weak(tmp_path / "c.zarr", tiny_encoder, n_train=3, T=20)
     quick = {**FAST, "steps": 2, "lr": 1e-2}
@@ -388,7 +405,7 @@ def test_a_step_in_clip_chunks_is_the_whole_batch_step(concat_selector):
         fresh = AnomalyClipNet(10, 3, cfg)
         fresh.load_state_dict(net.state_dict())
         directions.grad = None
-        terms = training_step(fresh.train(), lambda: directions, feats, labels, keep, cfg, chunk)
+        terms = training_step(fresh.train(), lambda: directions, feats.clone(), labels, keep, cfg, chunk)
         grads = {n: p.grad.clone() for n, p in fresh.named_parameters()}
         results.append((terms, grads, directions.grad.clone(), fresh.selector.bn.running_var.clone()))
     (terms, grads, dgrad, var), *chunked = results

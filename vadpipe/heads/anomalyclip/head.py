@@ -58,9 +58,11 @@ Choices where the paper and code leave room (and why):
   LayerNorm + Linear), written with ordinary autograd: same outputs with copied weights (a
   test against the ``axial-attention`` package), no reversible memory saving.
 * The seed is vadpipe's (``seed=0``); the authors' 1024 drives another RNG stream anyway.
-* Training holds the training videos' features in memory (as stored, float16), read after
-  the prompt learner is built (the text model's build, the whole CLIP model for a moment,
-  never meets them). A step backpropagates the temporal model ``clip_chunk`` clips at a time
+* On a GPU training holds the training videos' features in memory (as stored, float16); on
+  a CPU, where a step takes seconds, each batch's videos are read from the cache instead (64
+  reads, ~30 ms of a ~17 s step; nothing held: 700 MiB less at UCF-Crime size; the same
+  arrays, so the same run). Either way they are read after the prompt learner is built (the
+  text model's build, the whole CLIP model for a moment, never meets them). A step backpropagates the temporal model ``clip_chunk`` clips at a time
   ("auto": 8 on a CPU, the whole batch on a GPU): the selector's batch norm couples the
   batch, so it runs once on all of it, the temporal model reads each clip alone, so its
   activations are recomputed a chunk at a time (:func:`~.train.training_step`; the gradients
@@ -90,6 +92,7 @@ from vadpipe.heads.anomalyclip.config import AnomalyClipConfig
 from vadpipe.heads.anomalyclip.net import AnomalyClipNet
 from vadpipe.heads.anomalyclip.train import inference_clip_indices, train_anomalyclip
 from vadpipe.heads.base import Head, Scores
+from vadpipe.heads.data import ReadRows
 from vadpipe.heads.training import load_module_state, module_state, seeded
 from vadpipe.memory import release_free_heap
 
@@ -109,6 +112,13 @@ def class_text(name: str, style: str) -> str:
     key = re.sub(r"[^0-9a-z]", "", name.lower())
     theirs = {re.sub(r"[^0-9a-z]", "", c.lower()): c for names in AUTHORS_CLASSES.values() for c in names}
     return theirs.get(key, name).replace("_", " ")
+
+
+def holds_training_videos(device: str) -> bool:
+    """Whether training holds the training videos' features (a GPU, whose steps are short next to
+    reading 64 videos from the cache) or reads each batch's videos from the cache (a CPU: ~30
+    ms of a ~17 s step, and the features -- 700 MiB at UCF-Crime size -- are not held)."""
+    return torch.device(device).type != "cpu"
 
 
 class AnomalyClipHead(Head):
@@ -159,11 +169,16 @@ class AnomalyClipHead(Head):
             ).to(device)
             del encoder  # the learner holds its own copy of the text tower (text_encoder_for does not cache it)
             release_free_heap()
-            videos = data.videos  # (T D) each, read once (reading draws no random number)
-            if any(len(v.emb) == 0 for v in videos):
+            hold = holds_training_videos(device)  # reading draws no random number
+            if hold:
+                data.videos  # noqa: B018  (read once, then held)
+            if any(len(v.emb) == 0 for v in data.iter_videos()):  # held, or one pass over the cache
                 raise VadpipeError("anomalyclip: a training video has no sampled frames in the cache")
-            normal_feats = [v.emb for e, v in zip(data.entries, videos) if e.is_normal]
-            anomalous_feats = [v.emb for e, v in zip(data.entries, videos) if not e.is_normal]
+            if hold:  # (T D) each, read once and held
+                normal_feats = [v.emb for e, v in zip(data.entries, data.videos) if e.is_normal]
+                anomalous_feats = [v.emb for e, v in zip(data.entries, data.videos) if not e.is_normal]
+            else:  # read for each batch
+                normal_feats, anomalous_feats = ReadRows(data, normal), ReadRows(data, anomalous)
             prototype = data.normal_mean()  # eq. 1, (D)
             if text_dim != prototype.shape[0]:
                 raise VadpipeError(

@@ -122,11 +122,12 @@ class AnomalyClipNet(nn.Module):
         sel, inp = self.select(f, directions)
         return sel, self.temporal(inp)
 
-    def select(self, f: torch.Tensor, directions: torch.Tensor | None = None):
+    def select(self, f: torch.Tensor, directions: torch.Tensor | None = None, centred: bool = False):
         """The selector's S(x) ``(B S F C)`` and the temporal model's input ``(B S F D')``. The
         selector's batch norm couples the clips of a batch; the temporal model reads each clip
-        alone (what lets training backpropagate it a few clips at a time)."""
+        alone (what lets training backpropagate it a few clips at a time). ``centred``: ``f`` is
+        already x = f - m (training recentres its batch in place: one copy of it less)."""
         d = self.directions if directions is None else directions  # (C D)
-        x = f - self.prototype  # recentred, (B S F D)
+        x = f if centred else f - self.prototype  # recentred, (B S F D)
         sel = self.selector(x, d)  # (B S F C)
         return sel, (torch.cat([x, sel], dim=-1) if self.concat_selector else x)  # (B S F D')

@@ -91,12 +91,13 @@ def clip_chunk(cfg: AnomalyClipConfig, device: str) -> int | None:
 
 def training_step(net, prompts, feats, labels, keep, cfg: AnomalyClipConfig, chunk: int | None) -> dict:
     """Eq. 14 on one batch and its backward (gradients accumulated, no optimiser step); returns
-    the loss terms. The selector (its batch norm couples the batch) runs once on the whole
-    batch; the temporal model backpropagates ``chunk`` clips at a time (``None``: at once;
+    the loss terms. ``feats`` ``(B S F D)`` is recentred in place (x = f - m). The selector (its
+    batch norm couples the batch) runs once on the whole batch; the temporal model
+    backpropagates ``chunk`` clips at a time (``None``: at once;
     :func:`~vadpipe.heads.training.backward_in_chunks`). Both then take their gradient
     through one backward of the selector and the prompts."""
     directions = directions_from_text(prompts(), net.prototype, cfg.geometry)  # (C D)
-    sel, inp = net.select(feats, directions)  # (B S F C), (B S F D')
+    sel, inp = net.select(feats.sub_(net.prototype), directions, centred=True)  # (B S F C), (B S F D')
     sel_leaf = sel.detach().requires_grad_(sel.requires_grad)
     inp_leaf = inp.detach().requires_grad_(inp.requires_grad)  # concat_selector: the input holds S(x)
     terms = {}
@@ -154,7 +155,8 @@ def train_anomalyclip(net, prompts, anomalous: list, labels: list[int], normal: 
         n_idx = order_n[(pos * half + np.arange(half)) % len(normal)]
         videos = [anomalous[i] for i in a_idx] + [normal[i] for i in n_idx]
         clips = np.stack([v[training_clip_indices(len(v), S, F_, rng)] for v in videos])  # (B S F D)
-        feats = torch.from_numpy(clips).to(device=device, dtype=torch.float32)  # (B S F D)
+        feats = torch.from_numpy(clips).to(device=device, dtype=torch.float32)  # (B S F D), recentred in place
+        del videos, clips  # (float16 rows: the float32 batch is a copy)
         batch_labels = torch.from_numpy(np.concatenate([labels_arr[a_idx], np.full(half, -1)])).to(device)  # (B)
         keep = keep_mask(torch.from_numpy(rng.random((2 * half, S))), cfg.mask_ratio, cfg.top_k).to(device)  # (B S)
         for group in opt.param_groups:
