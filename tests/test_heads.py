@@ -157,8 +157,9 @@ def test_runs_saved_by_vadpipe_0_2_load_and_score_the_same(tmp_path, run):
     today's code loads them -- renamed weights, dropped run-time options and never-read
     tensors, 0.2's clipassist frame mode as clipassist-frame, an anomalyclip trained with
     device=cuda on this CPU -- and scores exactly what 0.2.0 scored. s3m's to float32 rounding:
-    since 0.5 its S4D convolution is a Toeplitz product, not an FFT (same function, another order
-    of operations; measured: at most 1.1e-7 relative)."""
+    since 0.5 its S4D convolution is not an FFT (a Toeplitz product, since 0.5.3 one multiply-add
+    per lag, the kernel from real exp / cos / sin: the same function, another order of
+    operations)."""
     from test_s3m import answers_cache
 
     if run == "s3m-captions":

@@ -62,13 +62,13 @@ Choices where the paper and code leave room (and why):
   a CPU, where a step takes seconds, each batch's videos are read from the cache instead (64
   reads, ~30 ms of a ~17 s step; nothing held: 700 MiB less at UCF-Crime size; the same
   arrays, so the same run). Either way they are read after the prompt learner is built (the
-  text model's build, the whole CLIP model for a moment, never meets them). A step backpropagates the temporal model ``clip_chunk`` clips at a time
-  ("auto": 8 on a CPU, the whole batch on a GPU): the selector's batch norm couples the
-  batch, so it runs once on all of it, the temporal model reads each clip alone, so its
-  activations are recomputed a chunk at a time (:func:`~.train.training_step`; the gradients
-  are the whole batch's to float rounding). At batch 64 on 2 CPU cores: 0.45 instead of 1.3
-  GB of activations, for a 17% longer step -- the trade the authors' reversible network
-  makes too.
+  text model's build, the whole CLIP model for a moment, never meets them).
+* A step backpropagates the temporal model ``clip_chunk`` clips at a time ("auto": 8 on a
+  CPU, the whole batch on a GPU): the selector's batch norm couples the batch, so it runs
+  once on all of it; the temporal model reads each clip alone, so its activations are
+  recomputed a chunk at a time (:func:`~.train.training_step`; the gradients are the whole
+  batch's to float rounding). At batch 64 on 2 CPU cores: 0.45 instead of 1.3 GB of
+  activations, for a 17% longer step -- the trade the authors' reversible network makes too.
 
 Saved: :class:`~vadpipe.heads.anomalyclip.net.AnomalyClipNet`'s ``state_dict`` -- the
 prototype, the directions (so scoring needs no text model), the selector's batch-norm
