@@ -170,9 +170,8 @@ class AnomalyClipHead(Head):
             del encoder  # the learner holds its own copy of the text tower (text_encoder_for does not cache it)
             release_free_heap()
             hold = holds_training_videos(device)  # reading draws no random number
-            if hold:
-                data.videos  # noqa: B018  (read once, then held)
-            if any(len(v.emb) == 0 for v in data.iter_videos()):  # held, or one pass over the cache
+            videos = data.videos if hold else data.iter_videos()  # read once and held, or one pass
+            if any(len(v.emb) == 0 for v in videos):
                 raise VadpipeError("anomalyclip: a training video has no sampled frames in the cache")
             if hold:  # (T D) each, read once and held
                 normal_feats = [v.emb for e, v in zip(data.entries, data.videos) if e.is_normal]

@@ -190,7 +190,8 @@ class ClipAssistHead(DescriptionHead):
                                  local=cfg.temporal)
             return net.to(device).train()
 
-        micro = CPU_MICRO_BATCH if torch.device(device).type == "cpu" else None
+        cpu = torch.device(device).type == "cpu"
+        micro, prompt_chunk = (CPU_MICRO_BATCH, CPU_PROMPT_CHUNK) if cpu else (None, None)
         if texts is None:  # the "CLIP + Classifier" baselines
             net, linear = temporal_module(), nn.Linear(dim, 1).to(device)
             anomalous = labels > 0
@@ -221,14 +222,14 @@ class ClipAssistHead(DescriptionHead):
             return video_loss(align, valid, labels[part].to(device), text, cfg.tau, cfg.lam, cfg.topk)
 
         def batch_loss(idx):
-            if micro is None or isinstance(texts, torch.Tensor):
+            if prompt_chunk is None or isinstance(texts, torch.Tensor):
                 return backward_in_micro_batches(idx, loss_of, prompts(), micro)  # (C D): the prompts once a step
-            # a CPU: the prompts too run (and backpropagate) CPU_PROMPT_CHUNK at a time
+            # a CPU: the prompts too run (and backpropagate) a few at a time
             n = texts.n_cls
-            text = detached_rows(texts, n, CPU_PROMPT_CHUNK)  # (C D), a leaf
+            text = detached_rows(texts, n, prompt_chunk)  # (C D), a leaf
             loss = backward_in_micro_batches(idx, loss_of, text, micro)
             if text.grad is not None:
-                backward_rows(texts, n, text.grad, CPU_PROMPT_CHUNK)
+                backward_rows(texts, n, text.grad, prompt_chunk)
             return loss
 
         self.final_loss_ = fit_adam(params, batch_loss, len(videos), cfg, generator)
